@@ -1,0 +1,45 @@
+"""Project hygiene: the conda shell and pyproject agree; cv2 is the contrib build."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject_pins():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    reqs = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        reqs += extra
+    return {re.split(r"[=<>!~]", r)[0].strip().lower(): r.replace(" ", "") for r in reqs}
+
+
+def _env_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    pins = [p for p in pip if not p.startswith("-e")]
+    return {re.split(r"[=<>!~]", p)[0].strip().lower(): p.replace(" ", "") for p in pins}
+
+
+def test_environment_yml_agrees_with_pyproject():
+    assert _pyproject_pins() == _env_pins()
+
+
+def test_every_pin_is_exact():
+    for name, req in _pyproject_pins().items():
+        assert "==" in req, f"{name} is not pinned exactly: {req}"
+
+
+def test_no_plain_opencv():
+    names = set(_pyproject_pins())
+    assert "opencv-python" not in names and "opencv-python-headless" not in names
+    assert "opencv-contrib-python-headless" in names
+
+
+def test_cv2_has_tvl1():
+    import cv2
+
+    assert hasattr(cv2, "optflow") and hasattr(cv2.optflow, "DualTVL1OpticalFlow_create")

@@ -1,0 +1,5 @@
+import sys
+
+from twostream_lib.cli import main
+
+sys.exit(main())
