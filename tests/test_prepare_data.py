@@ -1,0 +1,227 @@
+"""prepare (cache) and data (datasets) on a small synthetic UCF-layout root with real .avi files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from twostream_lib.data import (BalancedSampler, MultiTaskDataset, SpatialDataset, TemporalDataset, VideoCache,
+                                holdout, items_for, spaced_positions)
+from twostream_lib.prepare import CacheError, prepare
+from twostream_lib.splits import load_split
+from twostream_lib.video import write_video
+
+CLASSES = ["MoveLeft", "MoveRight"]
+
+
+def _texture(h, w, seed):
+    rng = np.random.default_rng(seed)
+    g = cv2.resize(rng.integers(0, 255, (h // 4, w // 4), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.stack([g, (g * 0.8 + 30).astype(np.uint8), (g * 0.5 + 60).astype(np.uint8)], -1)
+
+
+def _clip(direction, seed, t=16, h=48, w=64):
+    big = _texture(h, w + 2 * t, seed)
+    off = t
+    frames = []
+    for i in range(t):
+        x = off + direction * i  # the scene pans 1 px/frame
+        frames.append(big[:, x:x + w])
+    return np.stack(frames)
+
+
+def make_root(root: Path, groups=3, t=16):
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(CLASSES, 1)))
+    rels = []
+    for ci, c in enumerate(CLASSES):
+        for g in range(1, groups + 1):
+            rel = f"{c}/v_{c}_g{g:02d}_c01.avi"
+            write_video(root / "UCF-101" / rel, _clip(-1 if ci == 0 else 1, seed=10 * ci + g, t=t))
+            rels.append((rel, ci + 1, g))
+    for s in (1, 2, 3):
+        (lists / f"trainlist0{s}.txt").write_text("".join(f"{r} {i}\n" for r, i, g in rels if g != s))
+        (lists / f"testlist0{s}.txt").write_text("".join(f"{r}\n" for r, i, g in rels if g == s))
+    return root
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_root(tmp_path_factory.mktemp("ucf"))
+
+
+@pytest.fixture(scope="module")
+def cache(root, tmp_path_factory):
+    c = tmp_path_factory.mktemp("cache") / "c"
+    m = prepare("ucf101", root, c, flow="dis", short_side=None, backward=True, progress=False)
+    assert m["num_videos"] == 6 and not m["failed"]
+    return c
+
+
+def test_manifest_and_cache(cache):
+    vc = VideoCache(cache)
+    assert vc.settings["flow"] == "dis" and vc.settings["bound"] == 20
+    vid = "UCF-101/MoveRight/v_MoveRight_g01_c01.avi"
+    assert vc.num_frames(vid) == 16 and vc.num_flows(vid) == 15
+    assert vc.rgb(vid, 0).shape == (48, 64, 3)
+    f = vc.flows(vid, [3, 4])
+    assert f.shape == (2, 48, 64, 2) and f.dtype == np.float32
+    # the scene content moves left by 1 px/frame when the window pans right: flow x ≈ -1 in the interior
+    assert np.median(f[:, 8:-8, 8:-8, 0]) == pytest.approx(-1, abs=0.3)
+    assert np.median(vc.flows(vid, [3], "backward")[..., 0]) == pytest.approx(1, abs=0.3)
+
+
+def test_settings_mismatch_refused(root, cache):
+    with pytest.raises(CacheError, match=r"other settings \(flow: cache has 'dis', asked 'farneback'"):
+        prepare("ucf101", root, cache, flow="farneback", short_side=None, backward=True, progress=False)
+
+
+def test_rerun_skips(root, cache):
+    before = {p: p.stat().st_mtime_ns for p in Path(cache, "videos").rglob("rgb.bin")}
+    m = prepare("ucf101", root, cache, flow="dis", short_side=None, backward=True, progress=False)
+    assert m["prepared_now"] == 0 and m["num_videos"] == 6
+    assert before == {p: p.stat().st_mtime_ns for p in Path(cache, "videos").rglob("rgb.bin")}
+
+
+def test_corrupt_video_named_others_fine(tmp_path):
+    root = make_root(tmp_path / "r", groups=3)
+    bad = root / "UCF-101/MoveLeft/v_MoveLeft_g02_c01.avi"
+    bad.write_bytes(b"not a video at all" * 50)
+    m = prepare("ucf101", root, tmp_path / "c", flow="farneback", short_side=None, progress=False)
+    assert list(m["failed"]) == ["UCF-101/MoveLeft/v_MoveLeft_g02_c01.avi"]
+    assert "v_MoveLeft_g02_c01.avi" in m["failed"]["UCF-101/MoveLeft/v_MoveLeft_g02_c01.avi"]
+    assert m["num_videos"] == 5
+    vc = VideoCache(tmp_path / "c")
+    sp = load_split("ucf101", root, 1)
+    with pytest.raises(CacheError, match=r"v_MoveLeft_g02_c01.avi.*prepare failed"):
+        items_for(sp, "train", vc)  # g02 is in split 1's train list
+
+
+def test_resume_after_kill(tmp_path):
+    """SIGKILL prepare mid-run, rerun: the cache equals an uninterrupted run's, byte for byte."""
+    root = make_root(tmp_path / "r", groups=3, t=30)
+    ref = tmp_path / "ref"
+    prepare("ucf101", root, ref, flow="tvl1", short_side=None, progress=False)
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "twostream_lib", "prepare", "--dataset", "ucf101", "--root", str(root),
+           "--cache", str(cut), "--flow", "tvl1", "--workers", "1", "--short-side", "none", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(cut.glob("videos/**/index.json")):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = list(cut.glob("videos/**/index.json"))
+    assert 0 < len(done) < 6, "the kill should land mid-run"
+    prepare("ucf101", root, cut, flow="tvl1", short_side=None, progress=False)
+    assert not list(cut.glob("videos/**/*.tmp-*"))
+    a = {p.relative_to(ref): p.read_bytes() for p in ref.glob("videos/**/*") if p.is_file()}
+    b = {p.relative_to(cut): p.read_bytes() for p in cut.glob("videos/**/*") if p.is_file()}
+    assert a == b
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (ref, cut))
+    assert ma["videos"] == mb["videos"]
+
+
+def test_half_written_video_redone(root, tmp_path):
+    c = tmp_path / "c"
+    vid = "UCF-101/MoveLeft/v_MoveLeft_g01_c01.avi"
+    prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False, videos=[vid])
+    tmp = c / "videos" / (vid + ".tmp-99999")
+    tmp.mkdir()
+    (tmp / "rgb.bin").write_bytes(b"half")
+    shutil_dir = c / "videos" / vid
+    import shutil
+    shutil.rmtree(shutil_dir)  # as if killed before the rename
+    m = prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False, videos=[vid])
+    assert m["prepared_now"] == 1 and not tmp.exists()
+    assert VideoCache(c).rgb(vid, 5).shape == (48, 64, 3)
+
+
+def test_spatial_dataset(root, cache):
+    sp = load_split("ucf101", root, 1)
+    items = items_for(sp, "train", VideoCache(cache))
+    ds = SpatialDataset(cache, items, mode="train", crop_size=40)
+    torch.manual_seed(0)
+    x, y = ds[0]
+    assert x.shape == (3, 40, 40) and x.dtype == torch.float32 and y == items[0][1]
+    test = SpatialDataset(cache, items_for(sp, "test"), mode="test", crop_size=40)
+    assert len(test) == 2 * 25
+    views, label, v = test[26]
+    assert views.shape == (10, 3, 40, 40) and v == 1
+    # views 5..9 are the mirror images of views 0..4
+    assert torch.equal(views[5:], views[:5].flip(-1))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=True)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 3, 40, 40)
+
+
+@pytest.mark.parametrize("stacking", ["stacking", "trajectory"])
+def test_temporal_dataset(root, cache, stacking):
+    sp = load_split("ucf101", root, 1)
+    items = items_for(sp, "train")
+    ds = TemporalDataset(cache, items, mode="train", crop_size=40, L=10, stacking=stacking, flip=False)
+    x, y = ds[0]
+    assert x.shape == (20, 40, 40)
+    # mean subtraction: every channel of the full-frame stack has zero mean; the crop is close to it
+    assert abs(float(x.mean())) < 0.3
+    raw = TemporalDataset(cache, items, mode="test", crop_size=40, L=10, stacking=stacking, mean_subtraction=False)
+    views, label, v = raw[0]
+    assert views.shape == (10, 20, 40, 40)
+    xs = views[:5, 0::2]
+    # class 0 content moves right (+1 px/frame): x channels ≈ +1, and the flipped views ≈ -1
+    sign = 1 if label == 0 else -1
+    assert float(xs.median()) == pytest.approx(sign, abs=0.3)
+    assert float(views[5:, 0::2].median()) == pytest.approx(-sign, abs=0.3)
+    assert torch.allclose(views[5:, 1::2], views[:5, 1::2].flip(-1))
+
+
+def test_bidirectional_and_too_short(root, cache):
+    items = items_for(load_split("ucf101", root, 1), "train")
+    ds = TemporalDataset(cache, items, mode="test", crop_size=40, L=10, bidirectional=True, mean_subtraction=False)
+    views, label, _ = ds[0]
+    sign = 1 if label == 0 else -1
+    # forward half (channels 0..9) moves one way, backward half the other
+    assert float(views[:5, 0:10:2].median()) == pytest.approx(sign, abs=0.3)
+    assert float(views[:5, 10:20:2].median()) == pytest.approx(-sign, abs=0.3)
+    with pytest.raises(ValueError, match=r"only 15 flow field\(s\), too short for a stack of L=16"):
+        TemporalDataset(cache, items, L=16, crop_size=40)
+
+
+def test_spaced_positions_cover_video():
+    p = spaced_positions(0, 90, 25)
+    assert len(p) == 25 and p[0] == 0 and p[-1] == 90 and np.all(np.diff(p) > 0)
+
+
+def test_holdout_and_sampler():
+    items = [(f"v{i}", i % 3) for i in range(30)]
+    tr, va = holdout(items, 0.2, seed=0)
+    assert len(va) == 6 and {lab for _, lab in va} == {0, 1, 2} and not set(tr) & set(va)
+    labels = [0] * 90 + [1] * 10  # imbalanced: the sampler draws classes uniformly
+    s = BalancedSampler(labels, 2000, seed=1)
+    drawn = np.array(labels)[s.indices()]
+    assert 0.4 < drawn.mean() < 0.6
+    s.set_epoch(1)
+    a = s.indices()
+    s.set_epoch(1)
+    assert np.array_equal(a, s.indices())
+    r0, r1 = (list(BalancedSampler(labels, 10, seed=1, rank=r, world_size=2)) for r in (0, 1))
+    assert sorted(r0 + r1) == sorted(BalancedSampler(labels, 10, seed=1).indices().tolist())
+
+
+def test_multitask_dataset(root, cache):
+    items = items_for(load_split("ucf101", root, 1), "train")
+    a = SpatialDataset(cache, items, crop_size=40)
+    b = SpatialDataset(cache, items[:2], crop_size=40)
+    mt = MultiTaskDataset([a, b])
+    assert len(mt) == len(a) + 2
+    x, y, task = mt[len(a) + 1]
+    assert task == 1 and y == items[1][1]
+    assert mt.balance_labels[len(a)] == 2 + items[0][1]

@@ -1,0 +1,413 @@
+"""Datasets over a prepared cache: the spatial and temporal stream inputs, train and test sampling (paper §5–§6).
+
+* :class:`VideoCache` reads frames and flow fields from a cache written by :mod:`twostream_lib.prepare`.
+* :class:`SpatialDataset` — one RGB frame per sample (the spatial stream, §2).
+* :class:`TemporalDataset` — one stack of ``L`` flow fields, ``2L`` channels x₁,y₁,x₂,y₂,… (the temporal stream,
+  §3.1), by optical-flow stacking or trajectory stacking, optionally bi-directional, with mean displacement
+  subtraction (§3.3). The stack is built on the full frame (so each field's mean is taken over the whole field),
+  then cropped.
+* Training sampling (§5): one random frame (or stack start) of the video, a random ``crop_size`` square from the
+  whole frame, a random horizontal flip (which, for flow, also negates every x channel), and RGB jitter for the
+  spatial stream.
+* Test sampling (§6): 25 equally spaced frames (or stacks) per video, and from each the 10 crops of the four corners
+  and the centre, and their horizontal flips. Test items are ``(video, frame)`` pairs, so that a paper-scale
+  temporal video (250 views × 20 × 224 × 224 floats = 1 GB) never has to sit in memory at once:
+  ``dataset[i] -> (views (10, C, crop, crop), label, video_index)``; a video's score is the mean softmax over its
+  250 views.
+* :class:`MultiTaskDataset` and :class:`BalancedSampler` for multitask training (§4) and the paper's
+  "videos drawn uniformly across classes" batches (§5).
+
+Randomness comes from torch's RNG, which the DataLoader seeds per worker, so a seeded DataLoader generator gives
+reproducible batches.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .flow import clamp_start, dequantize_flow, flip_stack, stack_indices, temporal_stack, valid_starts
+from .prepare import CacheError
+from .splits import Split
+
+__all__ = [
+    "VideoCache", "items_for", "holdout", "SpatialDataset", "TemporalDataset", "MultiTaskDataset",
+    "BalancedSampler", "ten_crop_boxes", "spaced_positions", "IMAGENET_MEAN", "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+class VideoCache:
+    """Read access to a prepared cache (see :mod:`twostream_lib.prepare` for the layout).
+
+    Args:
+        cache_dir: the cache folder.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike):
+        self.root = Path(cache_dir)
+        sfile, mfile = self.root / "settings.json", self.root / "manifest.json"
+        if not sfile.is_file() or not mfile.is_file():
+            raise CacheError(f"{self.root}: not a prepared cache (no settings.json/manifest.json); "
+                             f"run `python -m twostream_lib prepare ...` first")
+        self.settings = json.loads(sfile.read_text())
+        self.manifest = json.loads(mfile.read_text())
+        self.videos: dict = self.manifest["videos"]
+        self.bound = float(self.settings["bound"])
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"VideoCache({str(self.root)!r}, dataset={s['dataset']}, flow={s['flow']}, videos={len(self.videos)})"
+
+    @property
+    def video_ids(self) -> list[str]:
+        return list(self.videos)
+
+    def require(self, video_ids) -> None:
+        """Raise :class:`CacheError` naming the first video that is not in the cache."""
+        missing = [v for v in video_ids if v not in self.videos]
+        if missing:
+            failed = self.manifest.get("failed", {})
+            why = f" (prepare failed: {failed[missing[0]]})" if missing[0] in failed else ""
+            raise CacheError(f"{self.root}: {len(missing)} video(s) not in the cache, e.g. {missing[0]!r}{why}; "
+                             f"re-run prepare for this dataset, or the cache is stale")
+
+    def num_frames(self, vid: str) -> int:
+        return int(self.videos[vid]["frames"])
+
+    def num_flows(self, vid: str) -> int:
+        return int(self.videos[vid]["flows"])
+
+    def frame_size(self, vid: str) -> tuple[int, int]:
+        e = self.videos[vid]
+        return int(e["height"]), int(e["width"])
+
+    @lru_cache(maxsize=4096)
+    def _index(self, vid: str) -> dict:
+        f = self.root / "videos" / vid / "index.json"
+        if not f.is_file():
+            raise CacheError(f"{f}: missing; the cache is stale or was deleted, re-run prepare")
+        return json.loads(f.read_text())
+
+    def _read(self, vid: str, stream: str, indices, flags: int) -> list[np.ndarray]:
+        offs = self._index(vid)["offsets"].get(stream)
+        if offs is None:
+            raise CacheError(f"{self.root}: stream {stream!r} was not prepared (backward flow needs prepare --backward)")
+        indices = list(indices)
+        n = len(offs) - 1
+        if any(i < 0 or i >= n for i in indices):
+            raise IndexError(f"{vid}: {stream} index out of range 0..{n - 1}: {indices}")
+        lo, hi = min(indices), max(indices)
+        path = self.root / "videos" / vid / f"{stream}.bin"
+        with open(path, "rb") as f:  # one contiguous read for the whole range
+            f.seek(offs[lo])
+            blob = f.read(offs[hi + 1] - offs[lo])
+        out = []
+        for i in indices:
+            a, b = offs[i] - offs[lo], offs[i + 1] - offs[lo]
+            im = cv2.imdecode(np.frombuffer(blob[a:b], np.uint8), flags)
+            if im is None:
+                raise CacheError(f"{path}: entry {i} is not a decodable JPEG (corrupt cache; re-run prepare)")
+            out.append(im)
+        return out
+
+    def rgb(self, vid: str, i: int) -> np.ndarray:
+        """Frame ``i`` of video ``vid``: (H, W, 3) uint8 RGB."""
+        return cv2.cvtColor(self._read(vid, "rgb", [i], cv2.IMREAD_COLOR)[0], cv2.COLOR_BGR2RGB)
+
+    def flows(self, vid: str, indices, direction: str = "forward") -> np.ndarray:
+        """Flow fields ``indices`` (field i: frame i → i+1; backward: frame i+1 → i): (n, H, W, 2) float32 px."""
+        tag = {"forward": "", "backward": "b"}[direction]
+        xs = self._read(vid, f"flow_{tag}x", indices, cv2.IMREAD_GRAYSCALE)
+        ys = self._read(vid, f"flow_{tag}y", indices, cv2.IMREAD_GRAYSCALE)
+        return dequantize_flow(np.stack([np.stack(xs), np.stack(ys)], axis=-1), self.bound)
+
+
+def items_for(split: Split, subset: str = "train", cache: VideoCache | None = None) -> list[tuple[str, int]]:
+    """``(video_id, label)`` for a split's ``train`` or ``test`` videos; checks they are all in ``cache``."""
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+    items = [(split.video_id(p), lab) for p, lab in getattr(split, subset)]
+    if cache is not None:
+        if cache.settings["dataset"] != split.dataset:
+            raise CacheError(f"{cache.root}: cache holds {cache.settings['dataset']!r}, split is {split.dataset!r}")
+        cache.require([v for v, _ in items])
+    return items
+
+
+def holdout(items: list[tuple[str, int]], fraction: float = 0.1, seed: int = 0):
+    """Split training items into (train, validation), ``fraction`` of each class held out (at least one video
+    of each class with ≥ 2 videos). Model selection uses the held-out part, never the test split (§6)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, (_, lab) in enumerate(items):
+        by_class.setdefault(lab, []).append(i)
+    val = set()
+    for lab, idx in sorted(by_class.items()):
+        k = int(round(fraction * len(idx)))
+        if fraction > 0 and len(idx) >= 2:
+            k = max(1, k)
+        val.update(rng.permutation(idx)[:k].tolist())
+    return ([it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val])
+
+
+def ten_crop_boxes(h: int, w: int, size: int) -> list[tuple[int, int]]:
+    """Top-left corners of the 5 test crops (4 corners, centre) of a ``size`` square in an ``h × w`` frame."""
+    return [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), ((h - size) // 2, (w - size) // 2)]
+
+
+def spaced_positions(first: int, last: int, n: int = 25) -> list[int]:
+    """``n`` equally spaced positions in ``[first, last]`` (inclusive), as the paper's 25 test frames (§6)."""
+    return np.linspace(first, last, n).round().astype(int).tolist()
+
+
+class _StreamDataset(Dataset):
+    """Common parts of the two streams: items, train/test mode, crops."""
+
+    in_channels: int
+
+    def __init__(self, cache: VideoCache, items, mode: str = "train", crop_size: int = 224, flip: bool = True,
+                 num_frames: int = 25, num_crops: int = 10):
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if num_crops not in (1, 5, 10):
+            raise ValueError("num_crops must be 1 (centre), 5 (corners + centre) or 10 (and their flips)")
+        self.cache = cache if isinstance(cache, VideoCache) else VideoCache(cache)
+        self.items = list(items)
+        if not self.items:
+            raise ValueError("no videos given")
+        self.cache.require([v for v, _ in self.items])
+        self.video_ids = [v for v, _ in self.items]
+        self.labels = [int(lab) for _, lab in self.items]
+        self.num_videos = len(self.items)
+        self.mode, self.crop_size, self.flip = mode, int(crop_size), flip
+        self.num_frames, self.num_crops = int(num_frames), int(num_crops)
+        for vid in self.video_ids:
+            h, w = self.cache.frame_size(vid)
+            if min(h, w) < crop_size:
+                raise ValueError(f"{vid}: frames are {h}x{w}, smaller than crop_size={crop_size}")
+        # test items: (video, position) pairs
+        self.video_index = (np.repeat(np.arange(self.num_videos), self.num_frames)
+                            if mode == "test" else np.arange(self.num_videos))
+
+    def __len__(self) -> int:
+        return len(self.video_index)
+
+    def _positions(self, vid: str) -> tuple[int, int]:  # first, last valid start
+        raise NotImplementedError
+
+    def _load(self, vid: str, t: int) -> np.ndarray:  # (C, H, W) float32, full frame
+        raise NotImplementedError
+
+    def _flip(self, x: np.ndarray) -> np.ndarray:
+        return x[:, :, ::-1]
+
+    def _augment(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def __getitem__(self, i: int):
+        v = int(self.video_index[i])
+        vid, label = self.items[v]
+        first, last = self._positions(vid)
+        s = self.crop_size
+        if self.mode == "train":
+            t = int(torch.randint(first, last + 1, ()).item())
+            x = self._load(vid, t)
+            _, h, w = x.shape
+            y0 = int(torch.randint(0, h - s + 1, ()).item())
+            x0 = int(torch.randint(0, w - s + 1, ()).item())
+            x = x[:, y0:y0 + s, x0:x0 + s]
+            if self.flip and torch.rand(()).item() < 0.5:
+                x = self._flip(x)
+            x = self._augment(x)
+            return torch.from_numpy(np.ascontiguousarray(x)), label
+        k = i - v * self.num_frames
+        t = spaced_positions(first, last, self.num_frames)[k]
+        x = self._load(vid, t)
+        _, h, w = x.shape
+        boxes = ten_crop_boxes(h, w, s)
+        boxes = boxes[4:5] if self.num_crops == 1 else boxes
+        views = [x[:, y0:y0 + s, x0:x0 + s] for y0, x0 in boxes]
+        if self.num_crops == 10:
+            views += [self._flip(c) for c in views]
+        return torch.from_numpy(np.ascontiguousarray(np.stack(views))), label, v
+
+
+class SpatialDataset(_StreamDataset):
+    """The spatial stream's input: single RGB frames (paper §2), ImageNet-normalised, (3, crop, crop).
+
+    Args:
+        cache: a :class:`VideoCache` or its folder.
+        items: ``(video_id, label)`` pairs (see :func:`items_for`).
+        mode: ``"train"`` (one random frame, random crop, flip, RGB jitter) or ``"test"`` (25 frames × 10 crops).
+        crop_size: side of the square crop (224 in the paper).
+        jitter: RGB jitter strength (random brightness, contrast, saturation, each ±jitter); 0 disables.
+    """
+
+    in_channels = 3
+
+    def __init__(self, cache, items, mode="train", crop_size=224, flip=True, jitter: float = 0.2,
+                 num_frames=25, num_crops=10):
+        super().__init__(cache, items, mode, crop_size, flip, num_frames, num_crops)
+        self.jitter = float(jitter) if mode == "train" else 0.0
+
+    def _positions(self, vid):
+        return 0, self.cache.num_frames(vid) - 1
+
+    def _load(self, vid, t):
+        im = self.cache.rgb(vid, t).astype(np.float32) / 255.0
+        return ((im - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+    def _augment(self, x):
+        if self.jitter <= 0:
+            return x
+        j = self.jitter
+        b, c, s = (1 + j * (2 * torch.rand(3) - 1)).tolist()
+        im = x * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
+        gray = im.mean(axis=0, keepdims=True)
+        im = gray + s * (im - gray)                   # saturation
+        im = im.mean() + c * (im - im.mean())          # contrast
+        im = np.clip(im * b, 0, 1)                     # brightness
+        return ((im - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
+
+
+class TemporalDataset(_StreamDataset):
+    """The temporal stream's input: a stack of ``L`` flow fields, ``(2L, crop, crop)``, channels x₁,y₁,x₂,y₂,…
+    in pixels (paper §3.1).
+
+    Args:
+        cache: a :class:`VideoCache` or its folder.
+        items: ``(video_id, label)`` pairs.
+        mode: ``"train"`` or ``"test"`` (25 stacks × 10 crops).
+        L: number of stacked flow fields (1, 5, 10, …).
+        stacking: ``"stacking"`` (optical flow stacking, eq. 1) or ``"trajectory"`` (trajectory stacking, eq. 2).
+        bidirectional: L/2 forward + L/2 backward fields (needs a cache prepared with ``--backward``).
+        mean_subtraction: subtract each field's own spatial mean (camera-motion compensation, §3.3).
+
+    A video with fewer flow fields than a stack needs raises ``ValueError`` naming it at construction; the
+    stack starts are otherwise drawn from :func:`twostream_lib.flow.valid_starts`.
+    """
+
+    def __init__(self, cache, items, mode="train", crop_size=224, L: int = 10, stacking: str = "stacking",
+                 bidirectional: bool = False, mean_subtraction: bool = True, flip=True, num_frames=25, num_crops=10):
+        super().__init__(cache, items, mode, crop_size, flip, num_frames, num_crops)
+        if stacking not in ("stacking", "trajectory"):
+            raise ValueError(f"stacking must be 'stacking' or 'trajectory', got {stacking!r}")
+        if bidirectional and not self.cache.settings.get("backward"):
+            raise CacheError(f"{self.cache.root}: bidirectional input needs backward flow; "
+                             f"prepare the cache with --backward")
+        self.L, self.stacking, self.bidirectional = int(L), stacking, bool(bidirectional)
+        self.mean_subtraction = bool(mean_subtraction)
+        self.in_channels = 2 * self.L
+        for vid in self.video_ids:
+            n = self.cache.num_flows(vid)
+            if len(valid_starts(n, self.L, self.bidirectional)) == 0:
+                raise ValueError(f"{vid}: only {n} flow field(s), too short for a stack of L={self.L}"
+                                 f"{' (bi-directional)' if self.bidirectional else ''}")
+
+    def _positions(self, vid):
+        r = valid_starts(self.cache.num_flows(vid), self.L, self.bidirectional)
+        return r[0], r[-1]
+
+    def _load(self, vid, t):
+        n = self.cache.num_flows(vid)
+        t = clamp_start(t, n, self.L, self.bidirectional)
+        fwd_idx, bwd_idx = stack_indices(t, n, self.L, self.bidirectional)  # decode only the fields used
+        fw = _Fields(n, fwd_idx, self.cache.flows(vid, fwd_idx))
+        bw = _Fields(n, bwd_idx, self.cache.flows(vid, bwd_idx, "backward")) if self.bidirectional else None
+        return temporal_stack(fw, t, L=self.L, mode=self.stacking, bidirectional=self.bidirectional,
+                              backward_flows=bw, mean_subtraction=self.mean_subtraction)
+
+    def _flip(self, x):
+        return flip_stack(x)
+
+
+class _Fields:
+    """The few decoded flow fields a stack reads, indexable by their index in the whole video."""
+
+    def __init__(self, n: int, indices, fields: np.ndarray):
+        self.n, self.fields = n, dict(zip(indices, fields))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.fields[i]
+
+
+class MultiTaskDataset(Dataset):
+    """Several datasets as one, for multitask training (paper §4): ``dataset[i] -> (x, label, task_id)``.
+
+    ``task_id`` is the index of the sample's dataset; each head's loss is taken on its own task's samples only.
+    """
+
+    def __init__(self, datasets: list[Dataset]):
+        if not datasets:
+            raise ValueError("no datasets given")
+        chans = {getattr(d, "in_channels", None) for d in datasets}
+        if len(chans) != 1:
+            raise ValueError(f"datasets disagree on input channels: {chans}")
+        self.datasets = list(datasets)
+        self.in_channels = chans.pop()
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
+        self.task_ids = np.concatenate([np.full(len(d), k) for k, d in enumerate(datasets)]).tolist()
+        self.labels = [lab for d in datasets for lab in d.labels]
+        self.num_classes = [int(max(d.labels)) + 1 for d in datasets]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int):
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        x, label = self.datasets[k][i - int(self.offsets[k])][:2]
+        return x, label, k
+
+    @property
+    def balance_labels(self) -> list[int]:
+        """A label per sample that is unique per (task, class): what :class:`BalancedSampler` balances over."""
+        base = np.cumsum([0] + self.num_classes)
+        return [int(base[t] + lab) for t, lab in zip(self.task_ids, self.labels)]
+
+
+class BalancedSampler(Sampler[int]):
+    """Indices with classes drawn uniformly, then a video uniformly within the class (paper §5: "256 training
+    videos drawn uniformly across the classes"). Deterministic in (seed, epoch); splits across DDP ranks.
+
+    Args:
+        labels: a class label per dataset index.
+        num_samples: indices per epoch, over all ranks.
+        seed: base seed; call :meth:`set_epoch` each epoch.
+        rank, world_size: this process's share (rank r gets every world_size-th index from r).
+    """
+
+    def __init__(self, labels, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.labels = np.asarray(labels)
+        self.classes = np.unique(self.labels)
+        self.by_class = [np.flatnonzero(self.labels == c) for c in self.classes]
+        self.num_samples = int(num_samples)
+        self.seed, self.rank, self.world_size, self.epoch = int(seed), int(rank), int(world_size), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self) -> np.ndarray:
+        """All ``num_samples`` indices of this epoch (every rank's)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        cls = rng.integers(0, len(self.classes), self.num_samples)
+        pick = rng.random(self.num_samples)
+        return np.array([self.by_class[c][int(p * len(self.by_class[c]))] for c, p in zip(cls, pick)])
+
+    def __iter__(self):
+        return iter(self.indices()[self.rank::self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return math.ceil((self.num_samples - self.rank) / self.world_size)

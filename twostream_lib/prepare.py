@@ -1,0 +1,319 @@
+"""Dataset root → frame + flow cache (paper §5, "Optical flow": pre-computed, stored as JPEG).
+
+Each video is decoded once; its RGB frames (resized to a short side) and its optical flow, quantised linearly
+from [-bound, bound] px to uint8 and stored as grayscale JPEG images (one for x, one for y, as the paper
+stores them), are packed into a per-video folder of the cache::
+
+    <cache>/settings.json              how the cache was made (dataset, flow method, bound, size, versions)
+    <cache>/manifest.json              every prepared video: frames, flow fields, size; and failed videos
+    <cache>/videos/<video_id>/         video_id = path relative to the dataset root, e.g. UCF-101/Walk/v_Walk_g01_c01.avi
+        rgb.bin  flow_x.bin  flow_y.bin          concatenated JPEG files (one per frame / flow field)
+        [flow_bx.bin  flow_by.bin]               backward flow, when prepared with --backward
+        index.json                              byte offsets into each .bin, counts, sizes
+
+Packing a video's JPEGs into one file with an offset index means one open and one seek per sample instead of
+one file per frame (the design of most two-stream code bases), while keeping the paper's JPEG storage.
+
+Writes are atomic: a video is written into ``videos/<video_id>.tmp-<pid>/`` and renamed into place when complete,
+so a rerun skips finished videos and redoes any half-written one. A cache made with other settings is refused
+with a clear message instead of being silently mixed. A video that can't be decoded is reported by name in the
+manifest's ``failed`` list and on stderr; the other videos are unaffected.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import __version__
+from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, load_gt_flow, quantize_flow, resize_flow
+from .splits import DATASETS, load_split
+from .video import read_video, short_side_size
+
+__all__ = ["CacheError", "prepare", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
+           "FORMAT_VERSION", "encode_jpegs"]
+
+FORMAT_VERSION = 1
+#: short side of the cached frames: the paper rescales to 256 (§5); the lab data is kept at its own size.
+DEFAULT_SHORT_SIDE = {"ucf101": 256, "hmdb51": 256, "lab-ucf": None, "lab-hmdb": None}
+#: settings that must match for a rerun to reuse a cache
+_KEYED = ("format", "dataset", "flow", "flow_params", "bound", "short_side", "jpeg_quality", "backward")
+
+
+class CacheError(RuntimeError):
+    """A cache is inconsistent with the request (other settings, missing video). Names the cache and the problem."""
+
+
+def cache_settings(dataset: str, flow: str, bound: float = 20.0, short_side: int | None = None,
+                   jpeg_quality: int = 95, backward: bool = False, flow_params: dict | None = None) -> dict:
+    """The settings that define a cache (written to ``settings.json``)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if flow not in FLOW_METHODS:
+        raise ValueError(f"unknown flow method {flow!r}; expected one of {', '.join(FLOW_METHODS)}")
+    if flow == "gt" and not dataset.startswith("lab-"):
+        raise ValueError("flow='gt' (ground truth) exists only for the lab datasets")
+    if flow == "gt" and backward:
+        raise ValueError("backward ground-truth flow is not stored by the lab renderer; use an estimator")
+    return {
+        "format": FORMAT_VERSION, "dataset": dataset, "flow": flow, "flow_params": dict(flow_params or {}),
+        "bound": float(bound), "short_side": short_side, "jpeg_quality": int(jpeg_quality),
+        "backward": bool(backward),
+    }
+
+
+def encode_jpegs(images, quality: int) -> tuple[bytes, list[int]]:
+    """Encode a sequence of uint8 images (gray (H,W) or RGB (H,W,3)) as JPEGs packed into one byte string.
+
+    Returns the bytes and the offsets (len(images) + 1 of them)."""
+    chunks, offsets, pos = [], [0], 0
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    for im in images:
+        if im.ndim == 3:
+            im = cv2.cvtColor(im, cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", im, params)
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        chunks.append(buf.tobytes())
+        pos += len(chunks[-1])
+        offsets.append(pos)
+    return b"".join(chunks), offsets
+
+
+def _video_flows(path: Path, frames: np.ndarray, settings: dict, backward: bool) -> np.ndarray:
+    """Forward (or backward) flow of a decoded video, at the frames' size: (T-1, H, W, 2) float32 px."""
+    if settings["flow"] == "gt":
+        flow = load_gt_flow(path)
+        if len(flow) != len(frames) - 1:
+            raise CacheError(f"{path}: ground-truth flow has {len(flow)} fields but the video has "
+                             f"{len(frames)} frames (expected {len(frames) - 1}); stale flow file?")
+        if flow.shape[1:3] != frames.shape[1:3]:
+            flow = np.stack([resize_flow(f, frames.shape[1:3]) for f in flow])
+        return flow
+    est = FlowEstimator(settings["flow"], **settings["flow_params"])
+    return est.video(frames, backward=backward)
+
+
+def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: dict) -> dict:
+    """Decode one video and write its cache folder ``out_dir`` atomically. Returns its index entry."""
+    path, out_dir = Path(path), Path(out_dir)
+    frames = read_video(path, min_frames=2)
+    if settings["short_side"]:
+        h, w = short_side_size(*frames.shape[1:3], settings["short_side"])
+        interp = cv2.INTER_AREA if h < frames.shape[1] else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    q = settings["jpeg_quality"]
+    index = {"frames": int(len(frames)), "flows": int(len(frames) - 1), "height": int(frames.shape[1]),
+             "width": int(frames.shape[2]), "offsets": {}, "clip_fraction": {}}
+    data, offs = encode_jpegs(frames, q)
+    (tmp / "rgb.bin").write_bytes(data)
+    index["offsets"]["rgb"] = offs
+    directions = [("", False)] + ([("b", True)] if settings["backward"] else [])
+    for tag, backward in directions:
+        flow = _video_flows(path, frames, settings, backward)
+        index["clip_fraction"]["backward" if backward else "forward"] = clip_fraction(flow, settings["bound"])
+        qf = quantize_flow(flow, settings["bound"])
+        for axis, name in ((0, "x"), (1, "y")):
+            data, offs = encode_jpegs(qf[..., axis], q)
+            (tmp / f"flow_{tag}{name}.bin").write_bytes(data)
+            index["offsets"][f"flow_{tag}{name}"] = offs
+    (tmp / "index.json").write_text(json.dumps(index))
+    if out_dir.exists():  # a stale finished folder we were asked to redo
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return {k: index[k] for k in ("frames", "flows", "height", "width", "clip_fraction")}
+
+
+def _worker(args):
+    path, out_dir, settings = args
+    cv2.setNumThreads(1)
+    try:
+        return str(path), prepare_video(path, out_dir, settings), None
+    except Exception as e:  # reported by name; the other videos go on
+        tmp_dirs = Path(out_dir).parent.glob(f"{Path(out_dir).name}.tmp-*")
+        for t in tmp_dirs:
+            shutil.rmtree(t, ignore_errors=True)
+        return str(path), None, f"{type(e).__name__}: {e}"
+
+
+def _check_settings(cache: Path, settings: dict) -> None:
+    f = cache / "settings.json"
+    if f.exists():
+        old = json.loads(f.read_text())
+        diff = {k: (old.get(k), settings[k]) for k in _KEYED if old.get(k) != settings[k]}
+        if diff:
+            lines = ", ".join(f"{k}: cache has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+            raise CacheError(f"{cache}: this cache was made with other settings ({lines}); "
+                             f"use another --cache folder or delete this one")
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        meta = dict(settings, versions=_versions(), created=time.strftime("%Y-%m-%d %H:%M:%S"))
+        _atomic_write_json(f, meta)
+
+
+def _versions() -> dict:
+    import torch  # noqa: F401  (versions only)
+    return {"twostream_lib": __version__, "opencv": cv2.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def dataset_videos(dataset: str, root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """Every video of the dataset's three splits, as ``(video_id, path)``, sorted and de-duplicated."""
+    videos = {}
+    for s in (1, 2, 3):
+        sp = load_split(dataset, root, s)
+        for p, _ in sp.train + sp.test:
+            videos[sp.video_id(p)] = p
+    return sorted(videos.items())
+
+
+def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flow: str = "tvl1",
+            workers: int = 1, bound: float = 20.0, short_side: int | None | str = "auto", jpeg_quality: int = 95,
+            backward: bool = False, flow_params: dict | None = None, videos: list[str] | None = None,
+            progress: bool = True) -> dict:
+    """Prepare the cache for every video of ``dataset`` at ``root`` (all three splits).
+
+    Args:
+        dataset: ``ucf101``, ``hmdb51``, ``lab-ucf`` or ``lab-hmdb``.
+        root: the dataset root in its official layout (see :mod:`twostream_lib.splits`).
+        cache: the cache folder (created).
+        flow: ``tvl1``, ``farneback``, ``dis``, or ``gt`` (lab ground truth).
+        workers: parallel processes over videos.
+        bound: flow quantisation bound in px (values outside are clipped; the clipped fraction is recorded).
+        short_side: frame short side; ``"auto"`` = 256 for real data, the native size for lab data.
+        jpeg_quality: JPEG quality of frames and flow images.
+        backward: also store backward flow (for the bi-directional temporal input, §3.1).
+        videos: optionally only these video ids (for tests and partial runs).
+
+    Returns:
+        The manifest: ``{"settings", "videos": {video_id: entry}, "failed": {video_id: message}}``.
+    """
+    if short_side == "auto":
+        short_side = DEFAULT_SHORT_SIDE[dataset]
+    settings = cache_settings(dataset, flow, bound, short_side, jpeg_quality, backward, flow_params)
+    cache = Path(cache)
+    _check_settings(cache, settings)
+    todo_all = dataset_videos(dataset, root)
+    if videos is not None:
+        wanted = set(videos)
+        todo_all = [(v, p) for v, p in todo_all if v in wanted]
+    vdir = cache / "videos"
+    manifest_path = cache / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    entries = manifest.get("videos", {})
+    failed = {}
+    jobs = []
+    for vid, path in todo_all:
+        out = vdir / vid
+        for t in out.parent.glob(f"{out.name}.tmp-*") if out.parent.exists() else []:
+            shutil.rmtree(t, ignore_errors=True)  # a half-written video from a killed run: redo it
+        if (out / "index.json").exists():
+            if vid not in entries:
+                idx = json.loads((out / "index.json").read_text())
+                entries[vid] = {k: idx[k] for k in ("frames", "flows", "height", "width", "clip_fraction")}
+            continue
+        jobs.append((path, out, settings))
+    bar = _progress(len(jobs), progress, f"prepare {dataset} ({flow})")
+    ids = {str(p): v for v, p in todo_all}
+    t0 = time.perf_counter()
+    results = map(_worker, jobs) if workers <= 1 else None
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            futs = [ex.submit(_worker, j) for j in jobs]
+            for fut in as_completed(futs):
+                _collect(fut.result(), ids, entries, failed, bar)
+                if len(entries) % 200 == 0:
+                    _save_manifest(manifest_path, settings, entries, failed)
+    else:
+        for res in results:
+            _collect(res, ids, entries, failed, bar)
+    bar.close()
+    manifest = _save_manifest(manifest_path, settings, entries, failed)
+    manifest["elapsed_s"] = time.perf_counter() - t0
+    manifest["prepared_now"] = len(jobs) - len(failed)
+    if failed:
+        print(f"prepare: {len(failed)} video(s) failed and are not in the cache:", file=sys.stderr)
+        for vid, msg in failed.items():
+            print(f"  {vid}: {msg}", file=sys.stderr)
+    return manifest
+
+
+def _collect(res, ids, entries, failed, bar):
+    path, entry, err = res
+    vid = ids[path]
+    if err is None:
+        entries[vid] = entry
+        failed.pop(vid, None)
+    else:
+        failed[vid] = err
+    bar.update(1)
+
+
+def _save_manifest(path: Path, settings: dict, entries: dict, failed: dict) -> dict:
+    clip = [e["clip_fraction"].get("forward", 0.0) for e in entries.values()]
+    manifest = {"settings": settings, "num_videos": len(entries),
+                "clip_fraction_mean": float(np.mean(clip)) if clip else 0.0,
+                "videos": dict(sorted(entries.items())), "failed": dict(sorted(failed.items()))}
+    _atomic_write_json(path, manifest)
+    return manifest
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="video")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m twostream_lib prepare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", required=True, choices=DATASETS)
+    ap.add_argument("--root", required=True, help="dataset root in the official layout")
+    ap.add_argument("--cache", required=True, help="output cache folder")
+    ap.add_argument("--flow", default="tvl1", choices=FLOW_METHODS)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--bound", type=float, default=20.0, help="flow quantisation bound, px (default 20)")
+    ap.add_argument("--short-side", default="auto",
+                    help="frame short side: 'auto' (256 real, native lab), 'none', or an integer")
+    ap.add_argument("--jpeg-quality", type=int, default=95)
+    ap.add_argument("--backward", action="store_true", help="also store backward flow (bi-directional input)")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    short = a.short_side if a.short_side == "auto" else (None if a.short_side == "none" else int(a.short_side))
+    try:
+        m = prepare(a.dataset, a.root, a.cache, flow=a.flow, workers=a.workers, bound=a.bound, short_side=short,
+                    jpeg_quality=a.jpeg_quality, backward=a.backward, progress=not a.no_progress)
+    except (CacheError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.cache}: {m['num_videos']} videos ({m['prepared_now']} now, {m['elapsed_s']:.1f} s), "
+          f"flow clipped at ±{a.bound:g}: {100 * m['clip_fraction_mean']:.3f}% of values, "
+          f"failed: {len(m['failed'])}")
+    return 1 if m["failed"] else 0
