@@ -28,7 +28,6 @@ norm at every ``width`` — and a Gaussian with std 0.01 for the classifier head
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -64,8 +63,8 @@ CNN_M_LRN = dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
 CNN_M_CHANNELS = (96, 256, 512, 512, 512)
 CNN_M_FC = (4096, 2048)
 
-#: The smallest square input the CNN-M trunk accepts (every pool needs a 3x3 window).
-CNN_M_MIN_INPUT = 59
+#: The smallest square input the CNN-M trunk accepts (pool5 then outputs 1x1).
+CNN_M_MIN_INPUT = 41
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -84,8 +83,9 @@ def _conv_out(n: int, k: int, s: int, p: int) -> int:
 
 
 def _pool_out_ceil(n: int, k: int = 3, s: int = 2) -> int:
-    # Caffe / PyTorch ceil_mode with no padding (the last window must start inside the input).
-    out = math.ceil((n - k) / s) + 1
+    # PyTorch's (and Caffe's) ceil-mode output size with no padding: the last window may run past the edge
+    # but must start inside the input.
+    out = -(-(n - k) // s) + 1
     if (out - 1) * s >= n:
         out -= 1
     return out
@@ -94,20 +94,19 @@ def _pool_out_ceil(n: int, k: int = 3, s: int = 2) -> int:
 def cnn_m_trunk_size(input_size: int | Sequence[int] = 224) -> tuple[int, int]:
     """Spatial size ``(h, w)`` of CNN-M's pool5 output for an input of ``input_size`` (int or ``(H, W)``).
 
-    224 -> (6, 6). Raises ``ValueError`` if the input is too small for a layer (minimum 59, :data:`CNN_M_MIN_INPUT`).
+    224 -> (6, 6). Raises ``ValueError`` if the input is too small for a layer (the smallest is
+    :data:`CNN_M_MIN_INPUT`).
     """
     out = []
-    for n0 in _pair(input_size):
-        n = n0
-        stages = [("conv1", lambda n: _conv_out(n, 7, 2, 0), 7), ("pool1", _pool_out_ceil, 3),
-                  ("conv2", lambda n: _conv_out(n, 5, 2, 1), 3), ("pool2", _pool_out_ceil, 3),
-                  ("conv3-5", lambda n: _conv_out(n, 3, 1, 1), 1), ("pool5", _pool_out_ceil, 3)]
-        for name, f, need in stages:
-            if n < need:
-                raise ValueError(
-                    f"CNN-M-2048: input size {tuple(_pair(input_size))} is too small: {name} gets {n} pixels "
-                    f"(needs >= {need}); the smallest input is {CNN_M_MIN_INPUT}x{CNN_M_MIN_INPUT}")
+    for n in _pair(input_size):
+        for name, f in (("conv1", lambda n: _conv_out(n, 7, 2, 0)), ("pool1", _pool_out_ceil),
+                        ("conv2", lambda n: _conv_out(n, 5, 2, 1)), ("pool2", _pool_out_ceil),
+                        ("conv3-5", lambda n: _conv_out(n, 3, 1, 1)), ("pool5", _pool_out_ceil)):
             n = f(n)
+            if n < 1:
+                raise ValueError(
+                    f"CNN-M-2048: input size {_pair(input_size)} is too small: {name} would output {n} pixels; "
+                    f"the smallest input is {CNN_M_MIN_INPUT}x{CNN_M_MIN_INPUT}")
         out.append(n)
     return (out[0], out[1])
 
@@ -348,7 +347,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
     parent, attr, conv = _first_conv(model)
     setattr(parent, attr, cross_modality_init(conv, conv.weight, in_channels))
     for m in model.modules():
-        if getattr(m, "in_channels", None) is not None and isinstance(m, CNNMTrunk):
+        if isinstance(m, CNNMTrunk):
             m.in_channels = in_channels
     return model
 

@@ -1,0 +1,205 @@
+"""Score fusion (twostream_lib.fusion), score files, and accuracy metrics (twostream_lib.metrics)."""
+import json
+
+import numpy as np
+import pytest
+
+from twostream_lib.fusion import (
+    average_fusion,
+    check_aligned,
+    fuse_files,
+    load_scores,
+    save_scores,
+    stack_l2,
+    svm_fusion,
+)
+from twostream_lib.metrics import (
+    accuracy,
+    confusion_matrix,
+    mean_class_accuracy,
+    per_class_accuracy,
+    softmax,
+    video_scores,
+)
+
+CLASSES = ["Run", "Jump", "Wave"]
+
+
+def _two_streams():
+    """Test scores (4 videos, 3 classes) where each stream alone errs on one video, but together they are right.
+
+    Spatial errs on video 0 (weakly: 0.45 vs 0.40), temporal errs on video 2 (weakly); on each error the other
+    stream is confident in the true class.
+    """
+    labels = np.array([0, 1, 2, 0])
+    spatial = np.array([[0.40, 0.45, 0.15],
+                        [0.10, 0.80, 0.10],
+                        [0.05, 0.05, 0.90],
+                        [0.70, 0.20, 0.10]])
+    temporal = np.array([[0.90, 0.05, 0.05],
+                         [0.15, 0.75, 0.10],
+                         [0.10, 0.48, 0.42],
+                         [0.80, 0.10, 0.10]])
+    return spatial, temporal, labels
+
+
+def _train_scores(n_per_class=100, seed=0):
+    """Training-set softmax scores of two streams with independent, fairly weak errors."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    streams = []
+    for _ in range(2):
+        logits = rng.normal(0, 1.0, (labels.size, 3))
+        logits[np.arange(labels.size), labels] += 1.5
+        streams.append(softmax(logits))
+    return streams, labels
+
+
+def test_each_stream_errs_but_averaging_fixes_it():
+    spatial, temporal, labels = _two_streams()
+    assert accuracy(spatial, labels) == 0.75 and accuracy(temporal, labels) == 0.75
+    fused = average_fusion([spatial, temporal])
+    assert np.allclose(fused, (spatial + temporal) / 2)
+    assert accuracy(fused, labels) == 1.0
+    # weights: all weight on the spatial stream reproduces it
+    assert np.allclose(average_fusion([spatial, temporal], weights=[1, 0]), spatial)
+    with pytest.raises(ValueError, match="shape"):
+        average_fusion([spatial, temporal[:3]])
+    with pytest.raises(ValueError, match="weights"):
+        average_fusion([spatial, temporal], weights=[1, -1])
+
+
+def test_stack_l2():
+    spatial, temporal, _ = _two_streams()
+    x = stack_l2([spatial, temporal])
+    assert x.shape == (4, 6)
+    assert np.allclose(np.linalg.norm(x[:, :3], axis=1), 1) and np.allclose(np.linalg.norm(x[:, 3:], axis=1), 1)
+    assert np.allclose(x[:, :3] * np.linalg.norm(spatial, axis=1, keepdims=True), spatial)
+
+
+def test_svm_fusion_fixes_single_stream_errors():
+    spatial, temporal, labels = _two_streams()
+    (tr_s, tr_t), tr_labels = _train_scores()
+    # the training streams are imperfect on their own, so the SVM must combine them
+    assert accuracy(tr_s, tr_labels) < 1.0 and accuracy(tr_t, tr_labels) < 1.0
+    scores = svm_fusion([tr_s, tr_t], tr_labels, [spatial, temporal], C=1.0)
+    assert scores.shape == (4, 3)
+    assert accuracy(scores, labels) == 1.0
+    # deterministic
+    assert np.array_equal(scores, svm_fusion([tr_s, tr_t], tr_labels, [spatial, temporal], C=1.0))
+
+
+def test_svm_fusion_absent_class_and_two_classes():
+    (tr_s, tr_t), tr_labels = _train_scores()
+    keep = tr_labels != 2  # class 2 never seen in training
+    spatial, temporal, labels = _two_streams()
+    scores = svm_fusion([tr_s[keep], tr_t[keep]], tr_labels[keep], [spatial, temporal], num_classes=3)
+    assert scores.shape == (4, 3)
+    assert (scores.argmax(1) != 2).all()
+    assert (scores.argmax(1)[[0, 1, 3]] == labels[[0, 1, 3]]).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        svm_fusion([tr_s[:5], tr_t[:5]], np.zeros(5, int), [spatial, temporal])
+
+
+def _write(tmp_path, name, scores, labels, ids, classes=CLASSES, meta=None):
+    return save_scores(tmp_path / name, scores, labels, ids, classes, meta or {"stream": name})
+
+
+def test_score_file_round_trip(tmp_path):
+    spatial, _, labels = _two_streams()
+    ids = [f"v_{i}" for i in range(4)]
+    p = _write(tmp_path, "spatial.npz", spatial, labels, ids, meta={"stream": "spatial", "L": 10})
+    assert p.exists() and not list(tmp_path.glob("*.tmp"))
+    d = load_scores(p)
+    assert np.allclose(d["scores"], spatial) and d["scores"].dtype == np.float32
+    assert d["labels"].tolist() == labels.tolist()
+    assert d["video_ids"] == ids and d["classes"] == CLASSES
+    assert d["meta"] == {"stream": "spatial", "L": 10}
+    with np.load(p, allow_pickle=False) as z:  # plain arrays only
+        assert json.loads(str(z["meta"]))["L"] == 10
+    with pytest.raises(ValueError, match="unique"):
+        _write(tmp_path, "dup.npz", spatial, labels, ["a", "a", "b", "c"])
+    with pytest.raises(ValueError, match="classes"):
+        save_scores(tmp_path / "bad.npz", spatial, labels, ids, CLASSES[:2])
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="other.npz"):
+        load_scores(tmp_path / "other.npz")
+
+
+def test_fuse_files_aligns_by_video_id(tmp_path):
+    spatial, temporal, labels = _two_streams()
+    ids = np.array([f"v_{i}" for i in range(4)])
+    perm = np.array([2, 0, 3, 1])
+    ps = _write(tmp_path, "spatial.npz", spatial, labels, ids)
+    pt = _write(tmp_path, "temporal.npz", temporal[perm], labels[perm], ids[perm])
+    out = fuse_files([ps, pt], method="average")
+    assert out["video_ids"] == ids.tolist()
+    assert np.allclose(out["scores"], (spatial + temporal) / 2, atol=1e-6)
+    assert out["accuracy"] == 1.0 and out["stream_accuracy"] == [0.75, 0.75]
+    assert out["mean_class_accuracy"] == 1.0
+    # SVM fusion from training-set score files
+    (tr_s, tr_t), tr_labels = _train_scores()
+    tr_ids = [f"t_{i}" for i in range(tr_labels.size)]
+    ts = _write(tmp_path, "spatial_train.npz", tr_s, tr_labels, tr_ids)
+    tt = _write(tmp_path, "temporal_train.npz", tr_t, tr_labels, tr_ids)
+    out = fuse_files([ps, pt], method="svm", train_score_paths=[ts, tt])
+    assert out["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="training score file"):
+        fuse_files([ps, pt], method="svm")
+
+
+def test_mismatched_score_files_are_refused(tmp_path):
+    spatial, temporal, labels = _two_streams()
+    ids = [f"v_{i}" for i in range(4)]
+    ps = _write(tmp_path, "spatial.npz", spatial, labels, ids)
+    wrong_labels = labels.copy()
+    wrong_labels[1] = 2
+    pl = _write(tmp_path, "temporal_labels.npz", temporal, wrong_labels, ids)
+    with pytest.raises(ValueError, match=r"spatial\.npz.*temporal_labels\.npz.*labels"):
+        fuse_files([ps, pl])
+    pv = _write(tmp_path, "temporal_ids.npz", temporal, labels, ids[:3] + ["v_9"])
+    with pytest.raises(ValueError, match=r"spatial\.npz.*temporal_ids\.npz.*different videos"):
+        fuse_files([ps, pv])
+    pc = _write(tmp_path, "temporal_classes.npz", temporal, labels, ids, classes=["Run", "Wave", "Jump"])
+    with pytest.raises(ValueError, match="different classes"):
+        check_aligned(load_scores(ps), load_scores(pc))
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def test_accuracy_and_per_class():
+    scores = np.array([[0.9, 0.1, 0.0],   # 0 -> 0 right
+                       [0.2, 0.7, 0.1],   # 1 -> 1 right
+                       [0.6, 0.3, 0.1],   # 1 -> 0 wrong
+                       [0.1, 0.1, 0.8],   # 1 -> 2 wrong
+                       [0.5, 0.5, 0.0]])  # 0 -> 0 (tie goes to the lower index) right
+    labels = np.array([0, 1, 1, 1, 0])
+    assert accuracy(scores, labels) == pytest.approx(3 / 5)
+    pc = per_class_accuracy(scores, labels, 4)
+    assert pc[0] == 1.0 and pc[1] == pytest.approx(1 / 3) and np.isnan(pc[2]) and np.isnan(pc[3])
+    assert mean_class_accuracy(scores, labels, 4) == pytest.approx((1 + 1 / 3) / 2)
+    with pytest.raises(ValueError, match="labels"):
+        accuracy(scores, np.array([0, 1, 3, 1, 0]))
+
+
+def test_confusion_matrix():
+    cm = confusion_matrix([0, 1, 0, 2, 0], [0, 1, 1, 1, 0], 3)
+    assert cm.tolist() == [[2, 0, 0], [1, 1, 1], [0, 0, 0]]
+    assert cm.sum() == 5
+    with pytest.raises(ValueError, match="pred"):
+        confusion_matrix([0, 3], [0, 1], 3)
+
+
+def test_video_scores_average_views():
+    clip = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8], [0.4, 0.6]])
+    idx = np.array([0, 0, 1, 2, 2])
+    v = video_scores(clip, idx, 3)
+    assert np.allclose(v, [[0.5, 0.5], [0.5, 0.5], [0.3, 0.7]])
+    with pytest.raises(ValueError, match="no views"):
+        video_scores(clip, idx, 4)
+
+
+def test_softmax():
+    p = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
+    assert np.allclose(p, [[0.5, 0.5], [0.25, 0.75]])

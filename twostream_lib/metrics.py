@@ -1,0 +1,106 @@
+"""Accuracy measures and video-level score pooling (paper §6).
+
+All functions take NumPy arrays (or anything ``np.asarray`` accepts, e.g. CPU tensors). ``scores`` are
+``(N, C)`` class scores (softmax probabilities, logits or SVM decision values: only their argmax matters here);
+``labels`` are ``(N,)`` integer class indices. Ties in an argmax go to the lowest class index.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "softmax",
+    "predictions",
+    "accuracy",
+    "per_class_accuracy",
+    "mean_class_accuracy",
+    "confusion_matrix",
+    "video_scores",
+]
+
+
+def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (N, C), got shape {scores.shape}")
+    if labels.shape != (scores.shape[0],):
+        raise ValueError(f"labels must be ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
+        raise ValueError(f"labels must lie in [0, {scores.shape[1]}), got range [{labels.min()}, {labels.max()}]")
+    return scores, labels.astype(np.int64)
+
+
+def softmax(logits, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis``."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def predictions(scores) -> np.ndarray:
+    """Predicted class per row: ``argmax`` of ``(N, C)`` scores -> ``(N,)`` int64."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (N, C), got shape {scores.shape}")
+    return scores.argmax(axis=1).astype(np.int64)
+
+
+def accuracy(scores, labels) -> float:
+    """Fraction of rows whose top-scoring class is the label (the paper's "accuracy")."""
+    scores, labels = _scores_labels(scores, labels)
+    if labels.size == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    return float((scores.argmax(axis=1) == labels).mean())
+
+
+def per_class_accuracy(scores, labels, num_classes: int | None = None) -> np.ndarray:
+    """Accuracy of each class, ``(num_classes,)``; NaN for a class with no sample."""
+    scores, labels = _scores_labels(scores, labels)
+    k = scores.shape[1] if num_classes is None else num_classes
+    correct = np.bincount(labels, weights=(scores.argmax(axis=1) == labels).astype(np.float64), minlength=k)
+    total = np.bincount(labels, minlength=k).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, correct / np.maximum(total, 1), np.nan)[:k]
+
+
+def mean_class_accuracy(scores, labels, num_classes: int | None = None) -> float:
+    """Per-class accuracy averaged over the classes that have samples (insensitive to class imbalance)."""
+    pc = per_class_accuracy(scores, labels, num_classes)
+    if np.all(np.isnan(pc)):
+        raise ValueError("mean class accuracy of an empty set is undefined")
+    return float(np.nanmean(pc))
+
+
+def confusion_matrix(pred, labels, num_classes: int) -> np.ndarray:
+    """``(num_classes, num_classes)`` int64 counts: row = true class, column = predicted class."""
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred {pred.shape} and labels {labels.shape} must have the same length")
+    for name, a in (("pred", pred), ("labels", labels)):
+        if a.size and (a.min() < 0 or a.max() >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{a.min()}, {a.max()}]")
+    return np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def video_scores(clip_scores, video_index, num_videos: int) -> np.ndarray:
+    """Average the scores of each video's views (§6: 25 frames or stacks x 10 crops per video).
+
+    ``clip_scores``: ``(N, C)``; ``video_index``: ``(N,)`` ints in ``[0, num_videos)`` naming each row's video.
+    Returns ``(num_videos, C)`` float64. Every video must have at least one view.
+    """
+    s = np.asarray(clip_scores, dtype=np.float64)
+    idx = np.asarray(video_index).astype(np.int64)
+    if s.ndim != 2 or idx.shape != (s.shape[0],):
+        raise ValueError(f"clip_scores must be (N, C) and video_index (N,), got {s.shape} and {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= num_videos):
+        raise ValueError(f"video_index must lie in [0, {num_videos}), got range [{idx.min()}, {idx.max()}]")
+    counts = np.bincount(idx, minlength=num_videos)
+    if (counts == 0).any():
+        missing = np.flatnonzero(counts == 0)
+        raise ValueError(f"{len(missing)} video(s) have no views, e.g. index {missing[:5].tolist()}")
+    out = np.zeros((num_videos, s.shape[1]))
+    np.add.at(out, idx, s)
+    return out / counts[:, None]
