@@ -1,0 +1,157 @@
+"""Plotting helpers the chapters share (matplotlib): frame strips, flow colour coding, stacks, confusion matrices,
+training curves, and animations for static HTML (``to_jshtml``, so they play without a kernel).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion", "show_curves", "animate",
+           "bar_compare"]
+
+
+def frame_strip(frames: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
+    """``n`` equally spaced frames of ``(T, H, W, 3)`` side by side, as one ``(H, n*W + gaps, 3)`` uint8 image."""
+    frames = np.asarray(frames)
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    h, w = frames.shape[1:3]
+    out = np.full((h, len(idx) * (w + gap) - gap, 3), 255, np.uint8)
+    for k, i in enumerate(idx):
+        out[:, k * (w + gap):k * (w + gap) + w] = frames[i]
+    return out
+
+
+def show_strip(frames: np.ndarray, n: int = 8, title: str | None = None, ax=None):
+    import matplotlib.pyplot as plt
+
+    strip = frame_strip(frames, n)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(16, 2 * n), 2.2))
+    ax.imshow(strip)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def show_flow(flows: dict, frame: np.ndarray | None = None, max_magnitude: float | None = None, wheel: bool = True):
+    """One row: the frame (optional), each named flow field in Middlebury colours, and the colour wheel legend.
+
+    Args:
+        flows: ``{title: (H, W, 2) flow}``.
+        max_magnitude: common normalisation so the panels are comparable (default: the largest magnitude).
+    """
+    import matplotlib.pyplot as plt
+
+    from .flow import color_wheel, flow_to_color
+
+    if max_magnitude is None:
+        max_magnitude = max(float(np.linalg.norm(f, axis=-1).max()) for f in flows.values()) or 1.0
+    panels = ([("frame", frame)] if frame is not None else []) + [
+        (k, flow_to_color(f, max_magnitude=max_magnitude)) for k, f in flows.items()]
+    if wheel:
+        panels.append((f"colour key (|d| = {max_magnitude:.1f} px at rim)", color_wheel(96)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.4))
+    for ax, (t, im) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(im)
+        ax.set_title(t, fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def show_stack(stack: np.ndarray, title: str | None = None, vmax: float | None = None):
+    """The ``2L`` channels of a temporal input ``(2L, H, W)`` as two rows (x channels, y channels)."""
+    import matplotlib.pyplot as plt
+
+    L = stack.shape[0] // 2
+    vmax = vmax or float(np.abs(stack).max()) or 1.0
+    fig, axes = plt.subplots(2, L, figsize=(1.3 * L, 2.9), squeeze=False)
+    for k in range(L):
+        for r, name in ((0, "x"), (1, "y")):
+            ax = axes[r, k]
+            ax.imshow(stack[2 * k + r], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            ax.set_axis_off()
+            ax.set_title(f"{name}{k + 1}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_confusion(cm: np.ndarray, classes: list[str], title: str = "", ax=None, normalize: bool = True):
+    """A confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=float)
+    if normalize:
+        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.38 * len(classes) + 2, 0.38 * len(classes) + 1.5))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def show_curves(histories: dict, key: str = "loss", ax=None, xkey: str = "step"):
+    """Training curves: ``{label: list of dict rows}`` (the trainer's history), one line each."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    for label, rows in histories.items():
+        rows = [r for r in rows if r.get(key) is not None]
+        ax.plot([r[xkey] for r in rows], [r[key] for r in rows], label=label)
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(key)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def bar_compare(rows: dict, ylabel: str = "accuracy (%)", title: str = "", ax=None):
+    """Grouped bars: ``{setting: {"lab": value, "paper": value}}`` (either may be missing)."""
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    series = sorted({k for v in rows.values() for k in v})
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3))
+    width = 0.8 / len(series)
+    for j, s in enumerate(series):
+        vals = [rows[n].get(s, np.nan) for n in names]
+        ax.bar(np.arange(len(names)) + j * width, vals, width, label=s)
+    ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def animate(frames: np.ndarray, fps: int = 12, scale: float = 2.0, title: str | None = None):
+    """An HTML animation of ``(T, H, W, 3)`` frames that plays in static pages (``to_jshtml``, no kernel).
+
+    Returns an ``IPython.display.HTML`` object."""
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    frames = np.asarray(frames)
+    h, w = frames.shape[1:3]
+    fig, ax = plt.subplots(figsize=(scale * w / 72, scale * h / 72 + (0.3 if title else 0)), dpi=72)
+    im = ax.imshow(frames[0])
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+
+    def update(i):
+        im.set_data(frames[i])
+        return (im,)
+
+    anim = animation.FuncAnimation(fig, update, frames=len(frames), interval=1000 / fps, blit=True)
+    html = HTML(anim.to_jshtml(default_mode="loop"))
+    plt.close(fig)
+    return html
