@@ -39,7 +39,7 @@ from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, load_gt_flow, quan
 from .splits import DATASETS, load_split
 from .video import read_video, short_side_size
 
-__all__ = ["CacheError", "prepare", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
+__all__ = ["CacheError", "prepare", "prepare_lab", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
            "FORMAT_VERSION", "encode_jpegs"]
 
 FORMAT_VERSION = 1
@@ -290,6 +290,34 @@ def _progress(total: int, enabled: bool, desc: str):
         return _NoBar()
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="video")
+
+
+def prepare_lab(data_dir: str | os.PathLike = "data", scale: str = "small", flow: str = "dis",
+                backward: bool = False, workers: int = 2, seed: int = 0,
+                datasets: tuple[str, ...] = ("lab-ucf", "lab-hmdb"), progress: bool = False) -> dict:
+    """Make sure the lab datasets of ``scale`` and their caches exist (generating and preparing what is missing).
+
+    The chapters call this first, so each runs on its own from a fresh clone. Layout::
+
+        <data_dir>/lab/<scale>/lab-ucf, lab-hmdb                      the datasets (official layouts)
+        <data_dir>/cache/<scale>/<dataset>-<flow>[-bw]                  their frame + flow caches
+
+    Returns:
+        ``{dataset: {"root": Path, "cache": Path}}``.
+    """
+    from .lab import make_lab_datasets
+
+    data_dir = Path(data_dir)
+    lab_root = data_dir / "lab" / scale
+    make_lab_datasets(lab_root, scale=scale, seed=seed, workers=workers, progress=progress, datasets=datasets)
+    out = {}
+    for ds in datasets:
+        cache = data_dir / "cache" / scale / f"{ds}-{flow}{'-bw' if backward else ''}"
+        m = prepare(ds, lab_root / ds, cache, flow=flow, workers=workers, backward=backward, progress=progress)
+        if m["failed"]:
+            raise CacheError(f"{cache}: {len(m['failed'])} lab video(s) failed to prepare: {m['failed']}")
+        out[ds] = {"root": lab_root / ds, "cache": cache}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,182 @@
+"""Tests of video-level evaluation (paper §6: softmax averaged over 25 frames x 10 crops per video), and the
+end-to-end lab path: prepare a tiny cache -> train -> evaluate -> score file."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from twostream_lib.evaluate import predict_videos, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+K = 4  # classes of the probe model
+
+
+class Probe(nn.Module):
+    """logits = the first K pixels of channel 0's first row: a view's scores are whatever the data says."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))  # so .train()/.eval() and parameters() behave like a net
+
+    def forward(self, x):
+        return self.w * x[:, 0, 0, :K]
+
+
+class MultiProbe(Probe):
+    def forward(self, x, task=None):
+        out = [super().forward(x), 2 * super().forward(x)]
+        return out if task is None else out[task]
+
+
+class FrameItems(Dataset):
+    """Test items like twostream_lib.data: one per (video, frame), ``(views (V, 1, 2, K), label, video_index)``,
+    random view contents (fixed per dataset)."""
+
+    def __init__(self, num_videos=5, num_frames=3, num_crops=4, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.views = 3 * torch.randn(num_videos, num_frames, num_crops, 1, 2, K, generator=g)
+        self.num_videos, self.num_frames = num_videos, num_frames
+        self.video_index = np.repeat(np.arange(num_videos), num_frames)
+        self.labels = [v % K for v in range(num_videos)]
+
+    def __len__(self):
+        return len(self.video_index)
+
+    def __getitem__(self, i):
+        v = int(self.video_index[i])
+        return self.views[v, i - v * self.num_frames], self.labels[v], v
+
+    def expected(self) -> np.ndarray:
+        """Mean softmax over every view of each video, computed directly."""
+        logits = self.views[..., 0, 0, :]  # (N, F, V, K)
+        return torch.softmax(logits.double(), dim=-1).mean(dim=(1, 2)).numpy()
+
+
+class VideoItems(FrameItems):
+    """Whole-video items ``(views (F*V, 1, 2, K), label)``."""
+
+    def __len__(self):
+        return self.num_videos
+
+    def __getitem__(self, i):
+        return self.views[i].reshape(-1, 1, 2, K), self.labels[i]
+
+
+@pytest.mark.parametrize("batch_videos,max_views", [(1, 512), (2, 5), (7, 1)])
+def test_predict_videos_averages_softmax_over_all_views(batch_videos, max_views):
+    ds = FrameItems()
+    scores = predict_videos(Probe(), ds, "cpu", batch_videos=batch_videos, progress=False, max_views=max_views)
+    assert scores.shape == (5, K) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, ds.expected(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
+    # not the same as averaging logits, nor as scoring one view
+    logit_mean = torch.softmax(ds.views[..., 0, 0, :].mean(dim=(1, 2)), -1).numpy()
+    assert not np.allclose(scores, logit_mean, atol=1e-3)
+
+
+def test_predict_videos_whole_video_items_and_subsets():
+    ds = VideoItems()
+    np.testing.assert_allclose(predict_videos(Probe(), ds, progress=False), ds.expected(), rtol=1e-5, atol=1e-6)
+    fi = FrameItems()
+    part = predict_videos(Probe(), fi, progress=False, indices=[3, 4, 5])  # the items of video 1 only
+    np.testing.assert_allclose(part[1], fi.expected()[1], rtol=1e-5, atol=1e-6)
+    assert np.isnan(part[[0, 2, 3, 4]]).all()
+
+
+def test_predict_videos_multitask_head_and_mode_restored():
+    ds = FrameItems()
+    m = MultiProbe().train()
+    with pytest.raises(ValueError, match="pass task"):
+        predict_videos(m, ds, progress=False)
+    s1 = predict_videos(m, ds, progress=False, task=1)
+    assert m.training  # the model's mode is restored
+    expected = torch.softmax(2 * ds.views[..., 0, 0, :].double(), -1).mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(s1, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_summarize():
+    scores = np.eye(3)[[0, 1, 2, 2]]
+    labels = [0, 1, 2, 1]
+    r = summarize(scores, labels, 3)
+    assert r["accuracy"] == 0.75
+    assert r["mean_class_accuracy"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert r["confusion"].tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+# ------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_caches(lab_root_tiny, tmp_path_factory):
+    """lab-ucf and lab-hmdb tiny, prepared with ground-truth flow (seconds)."""
+    from twostream_lib.prepare import prepare
+
+    out = tmp_path_factory.mktemp("caches")
+    caches = {}
+    for name in ("lab-ucf", "lab-hmdb"):
+        caches[name] = out / name
+        prepare(name, lab_root_tiny / name, caches[name], flow="gt", short_side=None, progress=False)
+    return caches
+
+
+@pytest.mark.slow
+def test_end_to_end_spatial_train_then_evaluate(lab_root_tiny, tiny_caches, tmp_path, capsys):
+    """CLI path on real (tiny lab) data: train.main with the lab config + overrides, then evaluate test and
+    train videos into score files that fusion reads."""
+    from twostream_lib import evaluate, fusion, train
+    from twostream_lib.splits import load_split
+
+    torch.set_num_threads(1)
+    out_dir = tmp_path / "run"
+    rc = train.main(["configs/lab_spatial.yaml" if Path("configs").is_dir() else str(REPO / "configs/lab_spatial.yaml"),
+                     f"roots=[{lab_root_tiny / 'lab-ucf'}]", f"caches=[{tiny_caches['lab-ucf']}]",
+                     "arch=resnet18", "width=1", "crop_size=40", "batch_size=8", "max_iters=4", "lr_steps=[3]", "ckpt_every=2",
+                     "val_every=2", "val_frames=2", "log_every=1", "workers=0", "device=cpu", "tensorboard=true",
+                     f"out_dir={out_dir}", "--no-progress"])
+    assert rc == 0
+    assert "best val accuracy" in capsys.readouterr().out
+    assert (out_dir / "best.pt").is_file() and (out_dir / "config.yaml").is_file()
+    assert list((out_dir / "tb").glob("events.out.tfevents.*"))
+
+    split = load_split("lab-ucf", lab_root_tiny / "lab-ucf", 1)
+    r = evaluate.evaluate_checkpoint(out_dir / "best.pt", subset="test", out=tmp_path / "test.npz", frames=3,
+                                     crops=10, device="cpu", progress=False)
+    n_test = len(split.test)
+    assert r["scores"].shape == (n_test, len(split.classes))
+    np.testing.assert_allclose(r["scores"].sum(1), 1.0, atol=1e-4)
+    assert r["video_ids"] == [split.video_id(p) for p, _ in split.test]
+    assert r["confusion"].sum() == n_test and 0.0 <= r["accuracy"] <= 1.0
+    saved = fusion.load_scores(tmp_path / "test.npz")
+    assert saved["video_ids"] == r["video_ids"] and saved["meta"]["subset"] == "test"
+
+    rc = evaluate.main([str(out_dir / "best.pt"), "--subset", "train", "--out", str(tmp_path / "train.npz"),
+                        "--frames", "2", "--crops", "1", "--device", "cpu", "--no-progress"])
+    assert rc == 0 and "accuracy" in capsys.readouterr().out
+    tr = fusion.load_scores(tmp_path / "train.npz")
+    assert len(tr["video_ids"]) == len(split.train)  # all training videos, held-out ones included (SVM fusion)
+
+
+def test_end_to_end_multitask_temporal(lab_root_tiny, tiny_caches, tmp_path):
+    """Two datasets -> one trunk, two heads (§4); each head evaluated on its own dataset."""
+    from twostream_lib.config import load_config
+    from twostream_lib.evaluate import evaluate_checkpoint
+    from twostream_lib.splits import load_split
+    from twostream_lib.train import train
+
+    torch.set_num_threads(1)
+    cfg = load_config(REPO / "configs/lab_multitask.yaml", [
+        f"roots=[{lab_root_tiny / 'lab-ucf'},{lab_root_tiny / 'lab-hmdb'}]",
+        f"caches=[{tiny_caches['lab-ucf']},{tiny_caches['lab-hmdb']}]", "arch=resnet18", "width=1", "crop_size=40", "L=3",
+        "batch_size=8", "max_iters=3", "ckpt_every=3", "val_every=3", "val_frames=2", "workers=0", "device=cpu",
+        "tensorboard=false", f"out_dir={tmp_path / 'mt'}"])
+    r = train(cfg, progress=False)
+    assert r["final"]["step"] == 3 and r["history"][-1]["val_acc_1"] is not None
+    hmdb = load_split("lab-hmdb", lab_root_tiny / "lab-hmdb", 1)
+    ev = evaluate_checkpoint(r["best_checkpoint"], subset="test", task=1, frames=2, crops=1, device="cpu",
+                             progress=False)
+    assert ev["scores"].shape == (len(hmdb.test), len(hmdb.classes))
+    assert math.isfinite(ev["mean_class_accuracy"])

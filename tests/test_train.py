@@ -1,0 +1,291 @@
+"""Tests of the config, the training loop, checkpoints, resume, DDP and the end-to-end lab path.
+
+The loop is tested on small synthetic datasets (a class = a bright band at a class-specific place + noise) and a
+narrow CNN-M-2048 (width 0.125, 64x64 inputs), so each run takes about a second on one CPU thread.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from twostream_lib.config import ConfigError, TrainConfig, load_config
+from twostream_lib.train import RunData, load_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------- synthetic data
+class SynthTrain(Dataset):
+    """Train mode: ``(x (C, S, S), label)``; class k lights band k. ``noise`` from torch's RNG (like the real
+    datasets' random crops), or per-index deterministic noise with ``fixed_noise=True`` (for DDP exactness)."""
+
+    def __init__(self, num_classes=3, per_class=6, size=64, channels=3, noise=0.5, fixed_noise=False):
+        self.labels = [c for c in range(num_classes) for _ in range(per_class)]
+        self.num_classes, self.size, self.channels = num_classes, size, channels
+        self.noise, self.fixed_noise = noise, fixed_noise
+        self.fetches = 0
+
+    def base(self, label):
+        x = torch.zeros(self.channels, self.size, self.size)
+        s = self.size // self.num_classes
+        x[:, :, label * s:(label + 1) * s] = 1.0
+        return x
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        self.fetches += 1
+        y = self.labels[i]
+        g = torch.Generator().manual_seed(1000 + i) if self.fixed_noise else None
+        return self.base(y) + self.noise * torch.randn(self.base(y).shape, generator=g), y
+
+
+class SynthTest(SynthTrain):
+    """Test mode like :mod:`twostream_lib.data`: one item per (video, frame), ``(views (V, C, S, S), label,
+    video_index)``; deterministic."""
+
+    def __init__(self, num_frames=3, num_crops=2, **kw):
+        super().__init__(**kw)
+        self.num_frames, self.num_crops = num_frames, num_crops
+        self.num_videos = len(self.labels)
+        self.video_index = np.repeat(np.arange(self.num_videos), num_frames)
+        self.video_ids = [f"v{i}" for i in range(self.num_videos)]
+
+    def __len__(self):
+        return len(self.video_index)
+
+    def __getitem__(self, i):
+        v = int(self.video_index[i])
+        y = self.labels[v]
+        g = torch.Generator().manual_seed(i)
+        noise = torch.randn((self.num_crops, self.channels, self.size, self.size), generator=g)
+        return self.base(y)[None] + self.noise * noise, y, v
+
+
+class Poisoned(SynthTrain):
+    """Returns NaN inputs after ``nan_at`` fetches."""
+
+    def __init__(self, nan_at, **kw):
+        super().__init__(**kw)
+        self.nan_at = nan_at
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        if self.nan_at is not None and self.fetches > self.nan_at:
+            x = x * float("nan")
+        return x, y
+
+
+def synth_data(train_ds=None, val=True, fixed_noise=False) -> RunData:
+    train_ds = train_ds if train_ds is not None else SynthTrain(fixed_noise=fixed_noise)
+    return RunData(train_ds, list(train_ds.labels), [SynthTest(per_class=2)] if val else [], [["a", "b", "c"]])
+
+
+def synth_cfg(tmp_path: Path, **kw) -> TrainConfig:
+    base = dict(name="t", datasets=["lab-ucf"], roots=["unused"], caches=["unused"], crop_size=64, width=0.125,
+                dropout=0.5, batch_size=8, lr=0.01, lr_steps=[20], max_iters=30, ckpt_every=10, val_every=15,
+                log_every=5, out_dir=str(tmp_path / "run"), tensorboard=False, device="cpu", val_frames=3)
+    base.update(kw)
+    return TrainConfig(**base).validate()
+
+
+def state_of(path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_config_yaml_overrides_and_types(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("stream: temporal\ndatasets: [lab-ucf, lab-hmdb]\nroots: [a, b]\ncaches: [c, d]\nlr: 1e-2\n"
+                 "L: 5\nlr_steps: [10, 20]\nmax_iters: 30\n")
+    cfg = load_config(p, ["lr=0.05", "max_iters=40", "bidirectional=true", "lr_steps=[5,25]", "conv2_norm=null",
+                          "dropout=0.9", "out_dir=runs/x"])
+    assert cfg.stream == "temporal" and cfg.datasets == ["lab-ucf", "lab-hmdb"] and cfg.num_tasks == 2
+    assert cfg.lr == 0.05 and isinstance(cfg.lr, float)
+    assert cfg.max_iters == 40 and isinstance(cfg.max_iters, int)
+    assert cfg.bidirectional is True and cfg.lr_steps == [5, 25] and cfg.conv2_norm is None
+    assert cfg.in_channels == 10 and cfg.use_conv2_norm is False  # 2L channels; no conv2 LRN (temporal, §5)
+    assert load_config(p).lr == 0.01  # "1e-2" (a YAML string) coerced to float
+
+
+def test_config_errors_name_key_and_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("stream: spatial\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'learning_rate'"):
+        load_config(p)
+    good = tmp_path / "good.yaml"
+    good.write_text("stream: spatial\n")
+    with pytest.raises(ConfigError, match="'nope'"):
+        load_config(good, ["nope=1"])
+    with pytest.raises(ConfigError, match="max_iters must be an integer"):
+        load_config(good, ["max_iters=1.5"])
+    with pytest.raises(ConfigError, match="stream must be"):
+        load_config(good, ["stream=audio"])
+    with pytest.raises(ConfigError, match="roots has 1 entries but datasets has 2"):
+        load_config(good, ["datasets=[ucf101,hmdb51]"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(good, ["lr"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.momentum == 0.9 and cfg.lr == 0.01  # §5
+    assert all(not Path(p).is_absolute() for p in cfg.roots + cfg.caches + [cfg.out_dir])
+    if not path.name.startswith("lab_"):  # paper scale (§5)
+        assert cfg.batch_size == 256 and cfg.crop_size == 224 and cfg.width == 1.0
+        assert (cfg.lr_steps, cfg.max_iters) in (([50_000, 70_000], 80_000), ([14_000], 20_000))
+        if cfg.stream == "temporal":
+            assert cfg.dropout == 0.9 and cfg.L == 10
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_training_lowers_the_loss(tmp_path):
+    cfg = synth_cfg(tmp_path, max_iters=40, dropout=0.0, lr_steps=[30])
+    r = train(cfg, progress=False, data=synth_data())
+    losses = [h["loss"] for h in r["history"] if h["loss"] is not None]
+    assert losses[0] > 0.9  # ~ln 3 at the start
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert r["final"]["best_val"] > 0.5  # chance is 1/3
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r_["step"]) for r_ in rows] == [h["step"] for h in r["history"]]
+    assert set(rows[0]) >= {"step", "lr", "loss", "acc", "val_acc", "samples_per_s"}
+    # lr schedule by iteration (§5): 0.01 until iteration 30, then 0.001
+    lrs = {int(r_["step"]): float(r_["lr"]) for r_ in rows}
+    assert lrs[25] == pytest.approx(0.01) and lrs[30] == pytest.approx(0.001)
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    r = train(synth_cfg(tmp_path, max_iters=10, val_every=10), progress=False, data=synth_data())
+    for path in (r["last_checkpoint"], r["best_checkpoint"]):
+        ckpt = torch.load(path, weights_only=True)
+        assert isinstance(ckpt["config"], dict) and ckpt["config"]["max_iters"] == 10
+        assert ckpt["num_classes"] == [3]
+    last = torch.load(r["last_checkpoint"], weights_only=True)
+    assert last["step"] == 10 and {"optimizer", "scheduler", "rng", "best_val", "scaler"} <= set(last)
+    assert isinstance(last["rng"]["torch"], torch.Tensor)
+    assert not list((tmp_path / "run").glob("*.tmp*"))  # atomic writes leave no temp file
+
+
+def _model(cfg, crash_at=None):
+    """The run's net, seeded like ``train`` does; raises during its ``crash_at``-th training forward."""
+    from twostream_lib.train import build_model_for
+
+    torch.manual_seed(cfg.seed)
+    model = build_model_for(cfg, [3])
+    calls = [0]
+
+    def hook(module, args):
+        if module.training:
+            calls[0] += 1
+            if crash_at is not None and calls[0] >= crash_at:
+                raise RuntimeError("simulated crash")
+
+    model.register_forward_pre_hook(hook)
+    return model
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_exactly(tmp_path, workers):
+    """A run killed mid-chunk and resumed from last.pt ends with the weights of an uninterrupted run (dropout
+    and random inputs on, a validation between the checkpoint and the kill; with and without worker processes)."""
+    kw = dict(max_iters=30, ckpt_every=10, val_every=15, workers=workers)
+    cfg_a = synth_cfg(tmp_path / "a", **kw)
+    full = train(cfg_a, progress=False, data=synth_data(), model=_model(cfg_a))
+
+    cfg_b = synth_cfg(tmp_path / "b", **kw)
+    with pytest.raises(RuntimeError, match="simulated crash"):  # dies in iteration 26
+        train(cfg_b, progress=False, data=synth_data(), model=_model(cfg_b, crash_at=26))
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pt")["step"] == 20
+    cfg_b = replace(cfg_b, resume=True)
+    resumed = train(cfg_b, progress=False, data=synth_data(), model=_model(cfg_b))
+
+    a, b = state_of(full["last_checkpoint"]), state_of(resumed["last_checkpoint"])
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    assert resumed["final"]["best_val"] == full["final"]["best_val"]
+    steps = [h["step"] for h in resumed["history"]]
+    assert steps == [h["step"] for h in full["history"]]  # log rows after the resume point are not duplicated
+    # and the runs did train: weights moved away from the initialisation
+    w0 = _model(cfg_a).state_dict()
+    assert not torch.allclose(w0["head.weight"], a["head.weight"], atol=1e-4)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = synth_cfg(tmp_path, max_iters=30, ckpt_every=5, val_every=0)
+    bad = Poisoned(nan_at=12 * 8)  # iteration 13's inputs are NaN
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss at iteration 13.*last\.pt.*iteration 10"):
+        train(cfg, progress=False, data=synth_data(bad, val=False))
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_cli_main_rejects_unknown_key(tmp_path):
+    """``python -m twostream_lib train`` names the bad key (the successful CLI path: test_evaluate end to end)."""
+    from twostream_lib.train import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text("stream: spatial\nlr_rate: 1\n")
+    with pytest.raises(ConfigError, match="lr_rate"):
+        main([str(p)])
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    sys.path.insert(0, sys.argv[1])
+    from test_train import synth_cfg, synth_data
+    from pathlib import Path
+    from twostream_lib.train import train
+    torch.set_num_threads(1)
+    cfg = synth_cfg(Path(sys.argv[2]), dropout=0.0, max_iters=12, ckpt_every=6, val_every=6, batch_size=8)
+    train(cfg, progress=False, data=synth_data(fixed_noise=True))
+""")
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_match_one(tmp_path):
+    """2 processes x 4 samples (DDP, gloo) = 1 process x 8 samples: the same weights (no dropout, no BN,
+    per-sample deterministic data), up to float summation order."""
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(Path(__file__).parent), str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    one = train(synth_cfg(tmp_path / "one", dropout=0.0, max_iters=12, ckpt_every=6, val_every=6, batch_size=8),
+                progress=False, data=synth_data(fixed_noise=True))
+    a, b = state_of(one["last_checkpoint"]), state_of(tmp_path / "ddp" / "run" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
+    ddp_ckpt = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
+    assert ddp_ckpt["best_val"] == pytest.approx(one["final"]["best_val"])  # sharded validation, summed
+    assert ddp_ckpt["step"] == 12

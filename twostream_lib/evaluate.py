@@ -1,0 +1,242 @@
+"""Video-level evaluation by the paper's protocol (§6 "Testing").
+
+"At test time, given a video, we sample a fixed number of frames (25 in our experiments) with equal temporal
+spacing between them. From each of the frames we then obtain 10 ConvNet inputs by cropping and flipping four
+corners and the center of the frame. The class scores for the whole video are then obtained by averaging the
+scores across the sampled frames and crops therein."
+
+A test-mode dataset (:class:`twostream_lib.data.SpatialDataset` / ``TemporalDataset`` with ``mode="test"``)
+has one item per (video, frame): ``(views (10, C, H, W), label, video_index)``; :func:`predict_videos` averages
+the softmax over a video's 25 x 10 views -> ``(num_videos, num_classes)``. :func:`evaluate_checkpoint` does this for a trained
+run's test (or training) videos and writes a score file for :mod:`twostream_lib.fusion`.
+
+    python -m twostream_lib evaluate runs/lab_spatial/best.pt --subset test --out runs/lab_spatial/test_scores.npz
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import metrics
+
+__all__ = ["predict_videos", "video_score_sums", "evaluate_checkpoint", "load_model_from_checkpoint", "summarize",
+           "main"]
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _num_videos(dataset) -> int:
+    return int(getattr(dataset, "num_videos", len(dataset.labels)))
+
+
+def _items_per_video(dataset) -> int:
+    return int(getattr(dataset, "num_frames", 1)) if hasattr(dataset, "video_index") else 1
+
+
+@torch.no_grad()
+def video_score_sums(model: nn.Module, dataset, device: str | torch.device = "cpu", batch_videos: int = 1,
+                     progress: bool = True, task: int | None = None, indices: Sequence[int] | None = None,
+                     max_views: int = 512, workers: int = 0, amp: bool = False,
+                     channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-video sums of the items' view-averaged softmax scores, and item counts: ``(sums (N, K), counts
+    (N,))`` float64, over the test items ``indices`` (default: all). :func:`predict_videos` divides them; the
+    trainer first sums them over processes. Arguments as in :func:`predict_videos`."""
+    device = torch.device(device)
+    n_videos = _num_videos(dataset)
+    subset = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
+    loader = torch.utils.data.DataLoader(subset, batch_size=max(1, batch_videos * _items_per_video(dataset)),
+                                         shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+                                         generator=torch.Generator().manual_seed(0))
+    item_ids = list(range(len(dataset))) if indices is None else list(indices)
+    was_training = model.training
+    model.eval()
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(n_videos, dtype=torch.float64)
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(loader, desc="test items", unit="batch", leave=False)
+    pos = 0
+    try:
+        for batch in it:
+            x = batch[0]
+            if x.dim() != 5:
+                raise ValueError(f"predict_videos: a test-mode dataset must give views (V, C, H, W) per item, so "
+                                 f"batches (B, V, C, H, W); got {tuple(x.shape)}")
+            b, v = x.shape[:2]
+            if len(batch) > 2:  # (views, label, video_index): one (video, frame) pair per item
+                vids = batch[2].long()
+            else:               # (views, label): one whole video per item
+                vids = torch.as_tensor(item_ids[pos:pos + b], dtype=torch.long)
+            pos += b
+            flat = x.reshape(b * v, *x.shape[2:])
+            probs = []
+            for s in range(0, flat.shape[0], max_views):
+                xs = flat[s:s + max_views].to(device, non_blocking=True)
+                if channels_last:
+                    xs = xs.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, amp):
+                    logits = model(xs) if task is None else model(xs, task=task)
+                if isinstance(logits, (list, tuple)):
+                    raise ValueError("predict_videos: the model has several heads (multitask, §4); pass task=k")
+                probs.append(F.softmax(logits.float(), dim=1).cpu())
+            item_scores = torch.cat(probs).view(b, v, -1).double().mean(dim=1)
+            if sums is None:
+                sums = torch.zeros(n_videos, item_scores.shape[1], dtype=torch.float64)
+            sums.index_add_(0, vids, item_scores)
+            counts.index_add_(0, vids, torch.ones(b, dtype=torch.float64))
+    finally:
+        model.train(was_training)
+    if sums is None:
+        sums = torch.zeros(n_videos, 0, dtype=torch.float64)
+    return sums, counts
+
+
+def predict_videos(model: nn.Module, dataset, device: str | torch.device = "cpu", batch_videos: int = 1,
+                   progress: bool = True, task: int | None = None, indices: Sequence[int] | None = None,
+                   max_views: int = 512, workers: int = 0, amp: bool = False,
+                   channels_last: bool = False) -> np.ndarray:
+    """Softmax scores averaged over each video's views (§6), ``(num_videos, num_classes)`` float32.
+
+    Args:
+        model: a stream net, run in eval mode (its mode is restored afterwards). For a multitask net pass
+            ``task``, the head to read (§4).
+        dataset: a test-mode dataset. Either items are ``(video, frame)`` pairs,
+            ``dataset[i] -> (views (V, C, H, W), label, video_index)`` (:mod:`twostream_lib.data`: V = 10 crops,
+            25 items per video), or whole videos, ``dataset[i] -> (views (V, C, H, W), label)``.
+        batch_videos: one DataLoader batch holds the items of this many videos.
+        indices: score only these items (rows of videos with no scored item are NaN).
+        max_views: at most this many views per forward pass (bounds memory).
+        workers: DataLoader workers. amp: bfloat16 autocast; the softmax is computed in float32.
+
+    Each item's views are softmaxed and averaged, then a video's items are averaged: with the same number of
+    views per item this is the mean softmax over the video's ``frames x crops`` views.
+    """
+    sums, counts = video_score_sums(model, dataset, device, batch_videos, progress, task, indices, max_views,
+                                    workers, amp, channels_last)
+    return (sums / counts[:, None]).numpy().astype(np.float32)
+
+
+def summarize(scores: np.ndarray, labels: Sequence[int], num_classes: int) -> dict:
+    """Accuracy, mean per-class accuracy and the confusion matrix (rows = true class) of video scores."""
+    labels = np.asarray(labels, dtype=np.int64)
+    pred = metrics.predictions(scores)
+    return {
+        "accuracy": metrics.accuracy(scores, labels),
+        "mean_class_accuracy": metrics.mean_class_accuracy(scores, labels, num_classes),
+        "per_class_accuracy": metrics.per_class_accuracy(scores, labels, num_classes),
+        "confusion": metrics.confusion_matrix(pred, labels, num_classes),
+    }
+
+
+def load_model_from_checkpoint(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a trained net from a checkpoint written by :mod:`twostream_lib.train` ->
+    ``(model in eval mode, TrainConfig, checkpoint dict)``. Loads with ``weights_only=True``."""
+    from .config import config_from_dict
+    from .train import build_model_for, load_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    cfg = config_from_dict(ckpt["config"], source=f"{ckpt_path} (config)")
+    model = build_model_for(cfg, ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, ckpt
+
+
+def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out: str | os.PathLike | None = None,
+                        frames: int = 25, crops: int = 10, task: int = 0, device: str = "auto",
+                        batch_videos: int = 1, workers: int | None = None, progress: bool = True,
+                        root: str | None = None, cache: str | None = None, amp: bool | None = None) -> dict:
+    """Score every video of ``subset`` (``"test"``, or ``"train"`` — all training videos, held-out ones
+    included, which SVM fusion is fitted on, §6) with the paper's protocol: ``frames`` equally spaced frames
+    (stacks) x ``crops`` crops (10 = 4 corners + centre and their flips; 5 = no flips; 1 = centre only),
+    softmax averaged.
+
+    For a multitask checkpoint ``task`` picks the dataset (index into the config's ``datasets``) and its head.
+    ``root``/``cache`` override the dataset root / cache recorded in the checkpoint's config.
+    Writes ``out`` (if given) with :func:`twostream_lib.fusion.save_scores`. Returns ``dict(accuracy,
+    mean_class_accuracy, per_class_accuracy, confusion, scores (N, C), labels, video_ids, classes, out)``.
+    """
+    from . import data, fusion
+    from .splits import load_split
+    from .train import make_dataset, resolve_device
+
+    if subset not in ("test", "train"):
+        raise ValueError(f"evaluate_checkpoint: subset must be 'test' or 'train', got {subset!r}")
+    if crops not in (1, 5, 10):
+        raise ValueError(f"evaluate_checkpoint: crops must be 1 (centre), 5 (corners + centre) or 10 (and their "
+                         f"flips), got {crops}")
+    dev = resolve_device(device)
+    model, cfg, ckpt = load_model_from_checkpoint(ckpt_path, dev)
+    if not 0 <= task < cfg.num_tasks:
+        raise ValueError(f"{ckpt_path}: task {task} out of range; the run trained on {cfg.datasets}")
+    multitask = cfg.num_tasks > 1
+    root = root or cfg.roots[task]
+    cache_dir = cache or cfg.caches[task]
+    split = load_split(cfg.datasets[task], root, cfg.split)
+    vc = data.VideoCache(cache_dir)
+    items = data.items_for(split, subset, vc)
+    ds = make_dataset(cfg, vc, items, mode="test", num_frames=frames, num_crops=crops)
+    use_amp = (cfg.amp and dev.type == "cuda") if amp is None else amp
+    scores = predict_videos(model, ds, dev, batch_videos=batch_videos, progress=progress,
+                            task=task if multitask else None,
+                            workers=cfg.workers if workers is None else workers, amp=use_amp,
+                            channels_last=cfg.channels_last)
+    labels = np.asarray(ds.labels, dtype=np.int64)
+    video_ids = list(ds.video_ids)
+    classes = list(split.classes)
+    result = summarize(scores, labels, len(classes))
+    result.update(scores=scores, labels=labels, video_ids=video_ids, classes=classes, out=None)
+    if out is not None:
+        meta = dict(checkpoint=str(ckpt_path), step=int(ckpt.get("step", -1)), subset=subset, frames=frames,
+                    crops=crops, stream=cfg.stream, dataset=cfg.datasets[task], split=cfg.split, task=task,
+                    arch=cfg.arch, name=cfg.name, accuracy=result["accuracy"],
+                    mean_class_accuracy=result["mean_class_accuracy"])
+        result["out"] = str(fusion.save_scores(out, scores, labels, video_ids, classes, meta))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m twostream_lib evaluate CKPT --subset test --out scores.npz [--frames 25 --crops 10]``."""
+    p = argparse.ArgumentParser(prog="python -m twostream_lib evaluate",
+                                description="Video-level scores of a checkpoint by the paper's protocol (§6).")
+    p.add_argument("checkpoint", help="a checkpoint written by `train` (best.pt or last.pt)")
+    p.add_argument("--subset", default="test", choices=("test", "train"),
+                   help="test videos, or all training videos (for SVM fusion)")
+    p.add_argument("--out", default=None, help="score file to write (.npz), read by `fuse`")
+    p.add_argument("--frames", type=int, default=25, help="equally spaced frames / stacks per video (paper: 25)")
+    p.add_argument("--crops", type=int, default=10, choices=(1, 5, 10),
+                   help="10 = 4 corners + centre and their flips (paper); 5 = no flips; 1 = centre")
+    p.add_argument("--task", type=int, default=0, help="multitask runs: which dataset/head (index in `datasets`)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-videos", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's)")
+    p.add_argument("--root", default=None, help="override the dataset root recorded in the checkpoint")
+    p.add_argument("--cache", default=None, help="override the cache recorded in the checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    r = evaluate_checkpoint(a.checkpoint, subset=a.subset, out=a.out, frames=a.frames, crops=a.crops, task=a.task,
+                            device=a.device, batch_videos=a.batch_videos, workers=a.workers,
+                            progress=not a.no_progress, root=a.root, cache=a.cache)
+    n = len(r["labels"])
+    print(f"{a.checkpoint}: {a.subset} videos {n}, accuracy {100 * r['accuracy']:.2f}%, "
+          f"mean class accuracy {100 * r['mean_class_accuracy']:.2f}%")
+    if r["out"]:
+        print(f"scores -> {r['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
