@@ -74,7 +74,7 @@ def download(remote: Remote, dest_dir: str | os.PathLike, progress: bool = True,
         if have and resp.status != 206:  # server ignored the range: start again
             have = 0
         total = int(resp.headers.get("Content-Length", 0)) + have
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         with open(part, "ab" if have else "wb") as f, tqdm(total=total or None, initial=have, unit="B",
                                                            unit_scale=True, desc=remote.name,
                                                            disable=not progress) as bar:

@@ -288,7 +288,7 @@ class _NoBar:
 def _progress(total: int, enabled: bool, desc: str):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="video")
 
 
