@@ -67,7 +67,7 @@ def video_score_sums(model: nn.Module, dataset, device: str | torch.device = "cp
     counts = torch.zeros(n_videos, dtype=torch.float64)
     it = loader
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         it = tqdm(loader, desc="test items", unit="batch", leave=False)
     pos = 0
     try:

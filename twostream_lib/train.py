@@ -536,7 +536,7 @@ def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
     logger = _Logger(out_dir, fields, step, cfg.tensorboard, enabled=is_main)
     bar = None
     if progress and is_main:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         bar = tqdm(total=cfg.max_iters, initial=step, desc=cfg.name, unit="it", dynamic_ncols=True)
 
     acc_stats = {"loss": 0.0, "correct": 0.0, "n": 0.0, "t0": time.perf_counter(), "val_time": 0.0}
