@@ -289,3 +289,16 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
     ddp_ckpt = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
     assert ddp_ckpt["best_val"] == pytest.approx(one["final"]["best_val"])  # sharded validation, summed
     assert ddp_ckpt["step"] == 12
+
+
+def test_resume_with_other_settings_refused(tmp_path):
+    """Resuming a checkpoint trained with other settings is a stale run: refused, naming the difference;
+    a finished run resumed with the same settings returns at once with its history (how chapters reuse runs)."""
+    from twostream_lib.config import ConfigError
+
+    r = train(synth_cfg(tmp_path, max_iters=10, val_every=10), progress=False, data=synth_data())
+    again = train(synth_cfg(tmp_path, max_iters=10, val_every=10, resume=True), progress=False, data=synth_data())
+    assert again["final"]["step"] == 10 and [h["step"] for h in again["history"]] == [h["step"] for h in r["history"]]
+    with pytest.raises(ConfigError, match=r"cannot resume.*lr: checkpoint 0.01, now 0.02"):
+        train(synth_cfg(tmp_path, max_iters=10, val_every=10, lr=0.02, resume=True), progress=False,
+              data=synth_data())

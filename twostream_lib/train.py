@@ -50,7 +50,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import TrainConfig, load_config, save_config
+from .config import ConfigError, TrainConfig, load_config, save_config
 
 __all__ = [
     "RunData",
@@ -506,10 +506,11 @@ def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
     if cfg.resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, map_location="cpu")  # RNG states must stay CPU tensors
         changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
-                   if k not in ("resume", "max_iters", "progress") and getattr(cfg, k, v) != v}
-        if changed and is_main:
-            print("resume: settings differ from the checkpoint's: "
-                  + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+                   if k not in RESUME_MAY_CHANGE and getattr(cfg, k, v) != v}
+        if changed:  # a checkpoint of another experiment: refuse rather than silently continue it
+            raise ConfigError(f"{last_path}: cannot resume, the checkpoint was trained with other settings ("
+                              + ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changed.items())
+                              + "); use another out_dir, or drop resume to start afresh")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -621,6 +622,10 @@ def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
                       "best_val": best_val if best_step >= 0 else None, "best_step": best_step}}
 
 
+#: settings that may differ between a checkpoint and the run resuming it (they don't change what is learnt)
+RESUME_MAY_CHANGE = ("resume", "max_iters", "progress", "workers", "device", "log_every", "tensorboard", "compile")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m twostream_lib train CONFIG.yaml [key=value ...] [--resume] [--no-progress]``."""
     p = argparse.ArgumentParser(prog="python -m twostream_lib train",
@@ -633,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(a.config, a.overrides + (["resume=true"] if a.resume else []))
     try:
         r = train(cfg, progress=not a.no_progress)
-    except FloatingPointError as e:
+    except (FloatingPointError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
