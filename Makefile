@@ -7,7 +7,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-LAB     ?= data/lab
+DATA    ?= data
 SCALE   ?= small
 WORKERS ?= 2
 PYTEST_ARGS ?=
@@ -39,8 +39,10 @@ system:
 
 setup: $(STAMP) system
 
+# lab: the lab datasets of SCALE (tiny|small|full) in $(DATA)/lab/$(SCALE)/ and their DIS-flow caches (forward and
+# backward flow) in $(DATA)/cache/$(SCALE)/ -- what the chapters use. Idempotent (finished videos are skipped).
 lab: $(STAMP)
-	$(PY) data_scripts/make_lab_dataset.py --root $(LAB) --scale $(SCALE) --workers $(WORKERS)
+	$(PY) -m twostream_lib lab --data $(DATA) --scale $(SCALE) --workers $(WORKERS)
 
 # --- the book -------------------------------------------------------------------------------------------------
 # vendor: require.js, the ipywidgets HTML manager and MathJax 3 from the npm registry (pinned, sha512-checked) into
@@ -83,7 +85,7 @@ unit-test: setup
 test: unit-test notebook-test browser-check
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf _build .pytest_cache

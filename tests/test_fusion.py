@@ -203,3 +203,20 @@ def test_video_scores_average_views():
 def test_softmax():
     p = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
     assert np.allclose(p, [[0.5, 0.5], [0.25, 0.75]])
+
+
+def test_fuse_cli(tmp_path, capsys):
+    from twostream_lib.fusion import main, save_scores
+
+    labels = np.array([0, 1, 1])
+    ids = ["a", "b", "c"]
+    s1 = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])  # errs on b
+    s2 = np.array([[0.4, 0.6], [0.1, 0.9], [0.3, 0.7]])  # errs on a
+    save_scores(tmp_path / "s.npz", s1, labels, ids, ["x", "y"])
+    save_scores(tmp_path / "t.npz", s2, labels, ids, ["x", "y"])
+    assert main([str(tmp_path / "s.npz"), str(tmp_path / "t.npz"), "--out", str(tmp_path / "f.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "fused (average): accuracy 100.0%" in out and "accuracy 66.7%" in out
+    save_scores(tmp_path / "u.npz", s2, np.array([0, 1, 0]), ids, ["x", "y"])
+    assert main([str(tmp_path / "s.npz"), str(tmp_path / "u.npz")]) == 2
+    assert "label" in capsys.readouterr().err

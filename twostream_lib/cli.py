@@ -2,6 +2,7 @@
 
 Commands (each is the ``main(argv)`` of its module; ``--help`` on each lists its flags):
 
+    lab       lab datasets of a scale + their caches     (twostream_lib.prepare.prepare_lab)
     prepare   dataset root -> frame + flow cache        (twostream_lib.prepare)
     train     YAML config + key=value overrides -> run  (twostream_lib.train)
     evaluate  checkpoint -> video-level score file      (twostream_lib.evaluate)
@@ -13,6 +14,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "lab": "twostream_lib.prepare:lab_main",
     "prepare": "twostream_lib.prepare",
     "train": "twostream_lib.train",
     "evaluate": "twostream_lib.evaluate",
@@ -28,5 +30,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nerror: unknown command {argv[0]!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
             return 2
         return 0
-    module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv[1:]) or 0)
+    module_name, _, func = COMMANDS[argv[0]].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, func or "main")(argv[1:]) or 0)

@@ -228,3 +228,33 @@ def fuse_files(score_paths: Sequence[str | os.PathLike], method: str = "average"
     return {"scores": scores, "labels": labels, "video_ids": files[0]["video_ids"], "classes": files[0]["classes"],
             "accuracy": accuracy(scores, labels), "mean_class_accuracy": mean_class_accuracy(scores, labels, k),
             "stream_accuracy": [accuracy(s, labels) for s in test]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m twostream_lib fuse SCORES.npz SCORES.npz ... [--method average|svm --train T.npz T.npz ...]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m twostream_lib fuse",
+                                description="Late fusion of the streams' softmax scores (paper §6, Table 3).")
+    p.add_argument("scores", nargs="+", help="test score files, one per stream (written by `evaluate`)")
+    p.add_argument("--method", default="average", choices=["average", "svm"])
+    p.add_argument("--train", nargs="+", default=None,
+                   help="for --method svm: the same streams' scores on the training videos (evaluate --subset train)")
+    p.add_argument("--weights", nargs="+", type=float, default=None, help="averaging weights, one per stream")
+    p.add_argument("--C", type=float, default=1.0, help="SVM regularisation constant")
+    p.add_argument("--out", default=None, help="write the fused scores here (.npz)")
+    a = p.parse_args(argv)
+    try:
+        r = fuse_files(a.scores, a.method, a.train, a.weights, a.C)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path, acc in zip(a.scores, r["stream_accuracy"]):
+        print(f"{path}: accuracy {100 * acc:.1f}%")
+    print(f"fused ({a.method}): accuracy {100 * r['accuracy']:.1f}%, "
+          f"mean class accuracy {100 * r['mean_class_accuracy']:.1f}%  ({len(r['labels'])} videos)")
+    if a.out:
+        save_scores(a.out, r["scores"], r["labels"], r["video_ids"], r["classes"],
+                    {"method": a.method, "streams": [str(s) for s in a.scores]})
+    return 0
