@@ -180,3 +180,40 @@ def test_end_to_end_multitask_temporal(lab_root_tiny, tiny_caches, tmp_path):
                              progress=False)
     assert ev["scores"].shape == (len(hmdb.test), len(hmdb.classes))
     assert math.isfinite(ev["mean_class_accuracy"])
+
+
+def test_shared_head_union_of_classes(lab_root_tiny, tiny_caches, tmp_path):
+    """Table 2, row 3: the target's classes + the other dataset's non-shared classes under one softmax;
+    evaluation scores the target over its own classes."""
+    from twostream_lib.config import load_config
+    from twostream_lib.evaluate import evaluate_checkpoint
+    from twostream_lib.lab import SHARED_CLASSES
+    from twostream_lib.splits import load_split
+    from twostream_lib.train import build_datasets, train
+
+    torch.set_num_threads(1)
+    shared_ucf = [u for u, _ in SHARED_CLASSES]
+    cfg = load_config(REPO / "configs/lab_multitask.yaml", [
+        "datasets=[lab-hmdb,lab-ucf]", "heads=shared", f"exclude_classes=[{','.join(shared_ucf)}]",
+        f"roots=[{lab_root_tiny / 'lab-hmdb'},{lab_root_tiny / 'lab-ucf'}]",
+        f"caches=[{tiny_caches['lab-hmdb']},{tiny_caches['lab-ucf']}]", "arch=resnet18", "width=1", "crop_size=40",
+        "L=3", "batch_size=8", "max_iters=2", "ckpt_every=2", "val_every=2", "val_frames=2", "workers=0",
+        "device=cpu", "tensorboard=false", f"out_dir={tmp_path / 'sh'}"])
+    hmdb = load_split("lab-hmdb", lab_root_tiny / "lab-hmdb", 1)
+    ucf = load_split("lab-ucf", lab_root_tiny / "lab-ucf", 1)
+    data = build_datasets(cfg)
+    (union,) = data.classes
+    assert union[:len(hmdb.classes)] == hmdb.classes
+    assert len(union) == len(hmdb.classes) + len(ucf.classes) - len(shared_ucf)
+    assert not set(shared_ucf) & set(union[len(hmdb.classes):])
+    assert max(data.labels) == len(union) - 1 and len(data.val) == 1
+    r = train(cfg, progress=False, data=data)
+    ev = evaluate_checkpoint(r["best_checkpoint"], subset="test", frames=2, crops=1, device="cpu", progress=False)
+    assert ev["scores"].shape == (len(hmdb.test), len(hmdb.classes))
+    np.testing.assert_allclose(ev["scores"].sum(1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="not classes of"):
+        build_datasets(load_config(REPO / "configs/lab_multitask.yaml", [
+            "datasets=[lab-hmdb,lab-ucf]", "heads=shared", "exclude_classes=[Nope]",
+            f"roots=[{lab_root_tiny / 'lab-hmdb'},{lab_root_tiny / 'lab-ucf'}]",
+            f"caches=[{tiny_caches['lab-hmdb']},{tiny_caches['lab-ucf']}]", "L=3", "crop_size=40",
+            "arch=resnet18", "width=1"]))

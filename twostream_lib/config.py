@@ -38,6 +38,12 @@ class TrainConfig:
         split: 1, 2 or 3.
         val_fraction: share of each class's *training* videos held out for validation / model selection
             (the test split is never looked at during training).
+        heads: with several datasets, ``"per_dataset"`` — one softmax head per dataset, each loss on its own
+            dataset's samples, losses summed (multitask, §4) — or ``"shared"`` — one softmax over the union of
+            the datasets' classes (Table 2's "HMDB-51 + the UCF-101 classes that don't overlap"); validation and
+            evaluation then score the first dataset (the target) over its own classes.
+        exclude_classes: class names of the *other* datasets (not the first) left out of training, e.g. the
+            classes they share with the target.
     Input:
         stream: ``"spatial"`` (one RGB frame, §2) or ``"temporal"`` (2L flow channels, §3).
         crop_size: square crop side (paper: 224 from frames whose short side is 256).
@@ -72,6 +78,8 @@ class TrainConfig:
     caches: list[str] = field(default_factory=lambda: ["data/cache/ucf101-tvl1"])
     split: int = 1
     val_fraction: float = 0.1
+    heads: str = "per_dataset"
+    exclude_classes: list[str] = field(default_factory=list)
 
     crop_size: int = 224
     L: int = 10
@@ -122,8 +130,8 @@ class TrainConfig:
 
     @property
     def num_tasks(self) -> int:
-        """One task (softmax head) per dataset; more than one = multitask (§4)."""
-        return len(self.datasets)
+        """One task (softmax head) per dataset; more than one = multitask (§4). A shared head is one task."""
+        return 1 if self.heads == "shared" else len(self.datasets)
 
     @property
     def use_conv2_norm(self) -> bool:
@@ -145,6 +153,10 @@ class TrainConfig:
                     f"({self.datasets}); give one per dataset")
         if self.split not in (1, 2, 3):
             bad(f"split must be 1, 2 or 3, got {self.split}")
+        if self.heads not in ("per_dataset", "shared"):
+            bad(f"heads must be 'per_dataset' or 'shared', got {self.heads!r}")
+        if self.exclude_classes and len(self.datasets) < 2:
+            bad("exclude_classes applies to the extra datasets of a multi-dataset run; this run has one dataset")
         if self.stacking not in ("stacking", "trajectory"):
             bad(f"stacking must be 'stacking' or 'trajectory', got {self.stacking!r}")
         if self.arch not in ("cnn_m_2048", "resnet18", "resnet50"):

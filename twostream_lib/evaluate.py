@@ -194,9 +194,14 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
                             task=task if multitask else None,
                             workers=cfg.workers if workers is None else workers, amp=use_amp,
                             channels_last=cfg.channels_last)
+    classes = list(split.classes)
+    if cfg.heads == "shared" and len(cfg.datasets) > 1:
+        # one softmax over the union of classes (Table 2, row 3): score the target over its own classes,
+        # which come first in the union
+        scores = scores[:, :len(classes)]
+        scores = scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-12)
     labels = np.asarray(ds.labels, dtype=np.int64)
     video_ids = list(ds.video_ids)
-    classes = list(split.classes)
     result = summarize(scores, labels, len(classes))
     result.update(scores=scores, labels=labels, video_ids=video_ids, classes=classes, out=None)
     if out is not None:

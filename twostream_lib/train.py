@@ -118,19 +118,29 @@ def build_datasets(cfg: TrainConfig) -> RunData:
     from .splits import load_split
 
     train_sets, val_sets, classes = [], [], []
-    for name, root, cache_dir in zip(cfg.datasets, cfg.roots, cfg.caches):
+    excluded = set(cfg.exclude_classes)
+    seen: set[str] = set()
+    for k, (name, root, cache_dir) in enumerate(zip(cfg.datasets, cfg.roots, cfg.caches)):
         split = load_split(name, root, cfg.split)
         cache = data.VideoCache(cache_dir)
         items = data.items_for(split, "train", cache)
+        if k > 0:
+            seen.update(split.classes)
+            items = [(v, lab) for v, lab in items if split.classes[lab] not in excluded]
         if cfg.val_fraction > 0:
             tr_items, val_items = data.holdout(items, fraction=cfg.val_fraction, seed=cfg.seed)
         else:
             tr_items, val_items = items, []
-        train_sets.append(make_dataset(cfg, cache, tr_items, "train"))
-        if val_items:
+        train_sets.append((cache, tr_items))
+        if val_items and (k == 0 or cfg.heads == "per_dataset"):
             val_sets.append(make_dataset(cfg, cache, val_items, "test", num_frames=cfg.val_frames,
                                          num_crops=cfg.val_crops))
         classes.append(list(split.classes))
+    if excluded - seen:
+        raise ValueError(f"exclude_classes: {sorted(excluded - seen)} are not classes of {cfg.datasets[1:]}")
+    if len(train_sets) > 1 and cfg.heads == "shared":
+        return _shared_head_data(cfg, train_sets, val_sets, classes, excluded)
+    train_sets = [make_dataset(cfg, cache, items, "train") for cache, items in train_sets]
     if len(val_sets) not in (0, len(train_sets)):
         val_sets = []  # one dataset has no held-out video: validate none rather than a partial mean
     if len(train_sets) == 1:
@@ -139,6 +149,24 @@ def build_datasets(cfg: TrainConfig) -> RunData:
     offsets = np.cumsum([0] + [len(c) for c in classes])  # (task, class) -> one sampler label
     labels = [int(offsets[t] + l) for l, t in zip(mt.labels, mt.task_ids)]
     return RunData(mt, labels, val_sets, classes)
+
+
+def _shared_head_data(cfg: TrainConfig, train_sets, val_sets, classes, excluded) -> RunData:
+    """One softmax over the target's classes followed by the other datasets' kept classes (Table 2, row 3).
+
+    The target (first dataset) keeps its labels 0..n-1, so its validation set is unchanged."""
+    union = list(classes[0])
+    sets = [make_dataset(cfg, train_sets[0][0], train_sets[0][1], "train")]
+    for (cache, items), names in zip(train_sets[1:], classes[1:]):
+        mapping = {}
+        for lab, c in enumerate(names):
+            if c not in excluded:
+                mapping[lab] = len(union)
+                union.append(c if c not in union else f"{c} ({cache.settings['dataset']})")
+        sets.append(make_dataset(cfg, cache, [(v, mapping[lab]) for v, lab in items], "train"))
+    train = torch.utils.data.ConcatDataset(sets)
+    labels = [lab for d in sets for lab in d.labels]
+    return RunData(train, labels, val_sets, [union])
 
 
 def build_model_for(cfg: TrainConfig, num_classes: Sequence[int] | int) -> nn.Module:
