@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -278,8 +279,16 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            str(Path(__file__).parent), str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # own process group, so that a hang kills the launcher AND its workers (no orphaned gloo ranks)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail("DDP run timed out after 180 s:\n" + out[-2000:] + err[-2000:])
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
 
     one = train(synth_cfg(tmp_path / "one", dropout=0.0, max_iters=12, ckpt_every=6, val_every=6, batch_size=8),
                 progress=False, data=synth_data(fixed_noise=True))
