@@ -171,7 +171,7 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     """
     from . import data, fusion
     from .splits import load_split
-    from .train import make_dataset, resolve_device
+    from .train import make_dataset, resolve_device, set_cpu_threads
 
     if subset not in ("test", "train"):
         raise ValueError(f"evaluate_checkpoint: subset must be 'test' or 'train', got {subset!r}")
@@ -180,6 +180,8 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
                          f"flips), got {crops}")
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(ckpt_path, dev)
+    workers = cfg.workers if workers is None else workers
+    set_cpu_threads(dev, workers)
     if not 0 <= task < cfg.num_tasks:
         raise ValueError(f"{ckpt_path}: task {task} out of range; the run trained on {cfg.datasets}")
     multitask = cfg.num_tasks > 1
@@ -192,7 +194,7 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     use_amp = (cfg.amp and dev.type == "cuda") if amp is None else amp
     scores = predict_videos(model, ds, dev, batch_videos=batch_videos, progress=progress,
                             task=task if multitask else None,
-                            workers=cfg.workers if workers is None else workers, amp=use_amp,
+                            workers=workers, amp=use_amp,
                             channels_last=cfg.channels_last)
     classes = list(split.classes)
     if cfg.heads == "shared" and len(cfg.datasets) > 1:

@@ -316,7 +316,9 @@ def _transition(rng, P, lo, hi):
     The rest before and after are exchangeable, so the clip and its time reversal are
     equally likely (the motion-only pairs rely on this)."""
     dur = P["dur"]
-    d = min(rng.uniform(lo, hi) / P["speed"], 0.75 * dur)
+    # the motion fills 60-90% of the clip, so most stacks of L = 10 fields see it (a short transition in a long
+    # static clip would leave the temporal stream little to tell the pair members apart)
+    d = min(max(rng.uniform(lo, hi) / P["speed"], 0.6 * dur), 0.9 * dur)
     t0 = rng.uniform(0, dur - d)
     return (P["t"] - t0) / d
 
