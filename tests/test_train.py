@@ -311,3 +311,13 @@ def test_resume_with_other_settings_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot resume.*lr: checkpoint 0.01, now 0.02"):
         train(synth_cfg(tmp_path, max_iters=10, val_every=10, lr=0.02, resume=True), progress=False,
               data=synth_data())
+
+
+def test_lab_config_points_at_the_lab_layout(tmp_path):
+    from twostream_lib.config import lab_config
+
+    cfg = lab_config("lab_multitask", ["datasets=[lab-hmdb,lab-ucf]", "L=5"], name="mt", data_dir=tmp_path / "d",
+                     scale="tiny", runs_dir=tmp_path / "r")
+    assert cfg.roots == [str(tmp_path / "d/lab/tiny/lab-hmdb"), str(tmp_path / "d/lab/tiny/lab-ucf")]
+    assert cfg.caches == [str(tmp_path / "d/cache/tiny/lab-hmdb-dis"), str(tmp_path / "d/cache/tiny/lab-ucf-dis")]
+    assert cfg.out_dir == str(tmp_path / "r/tiny/mt") and cfg.resume and cfg.L == 5 and cfg.name == "mt"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "config_from_dict", "save_config"]
+__all__ = ["TrainConfig", "ConfigError", "load_config", "lab_config", "CONFIG_DIR", "apply_overrides", "config_from_dict", "save_config"]
 
 
 class ConfigError(ValueError):
@@ -303,6 +303,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         cfg = config_from_dict(d, source)
     cfg = apply_overrides(cfg, overrides, source=f"{source} (overrides)")
     return cfg.validate(source)
+
+
+#: the repository's configs/ folder (beside the package)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def lab_config(base: str, overrides: list[str] | tuple[str, ...] = (), name: str | None = None,
+               data_dir: str | os.PathLike = "data", scale: str = "small", runs_dir: str | os.PathLike = "runs",
+               resume: bool = True) -> TrainConfig:
+    """A lab config (``configs/<base>.yaml``) with its data paths pointed at ``data_dir`` and ``scale`` (the layout
+    of :func:`twostream_lib.prepare.prepare_lab`) and its ``out_dir`` at ``runs_dir/scale/name``.
+
+    With ``resume`` (the default) a finished run with the same settings is reused as it is — chapters that share a
+    run (e.g. the spatial net of chapter 3 in chapter 6) train it once — and a run of other settings in that folder
+    is refused (see :func:`twostream_lib.train.train`).
+    """
+    cfg = load_config(CONFIG_DIR / f"{base}.yaml", list(overrides))
+    data_dir = Path(data_dir)
+    roots = [str(data_dir / "lab" / scale / d) for d in cfg.datasets]
+    caches = [str(data_dir / "cache" / scale / f"{d}-dis") for d in cfg.datasets]
+    out_dir = Path(runs_dir) / scale / (name or cfg.name)
+    return apply_overrides(cfg, [f"roots=[{','.join(roots)}]", f"caches=[{','.join(caches)}]",
+                                 f"out_dir={out_dir}", f"resume={str(resume).lower()}", f"name={name or cfg.name}"],
+                           source=f"lab_config({base!r})").validate(f"lab_config({base!r})")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
