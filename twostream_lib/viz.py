@@ -152,6 +152,7 @@ def animate(frames: np.ndarray, fps: int = 12, scale: float = 2.0, title: str | 
         return (im,)
 
     anim = animation.FuncAnimation(fig, update, frames=len(frames), interval=1000 / fps, blit=True)
-    html = HTML(anim.to_jshtml(default_mode="loop"))
+    with plt.rc_context({"animation.frame_format": "jpeg"}):  # JPEG frames: pages ~6x lighter than PNG
+        html = HTML(anim.to_jshtml(default_mode="loop"))
     plt.close(fig)
     return html
