@@ -466,8 +466,10 @@ class _Logger:
         if start_step > 0 and self.path.is_file():
             with open(self.path, newline="") as f:
                 for row in csv.DictReader(f):
-                    if int(row["step"]) <= start_step:
-                        self.rows.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
+                    if int(float(row["step"])) <= start_step:
+                        r = {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                        r["step"] = int(r["step"])  # an int again, so a re-written log reads back the same
+                        self.rows.append(r)
         with open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
