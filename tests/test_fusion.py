@@ -220,3 +220,15 @@ def test_fuse_cli(tmp_path, capsys):
     save_scores(tmp_path / "u.npz", s2, np.array([0, 1, 0]), ids, ["x", "y"])
     assert main([str(tmp_path / "s.npz"), str(tmp_path / "u.npz")]) == 2
     assert "label" in capsys.readouterr().err
+
+
+def test_pair_accuracy():
+    from twostream_lib.metrics import pair_accuracy
+
+    scores = np.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.6, 0.1, 0.3]])
+    labels = [0, 1, 1, 1]
+    # only the videos of classes 0 and 1 count, and only the choice between them: video 2 (class 1) is right
+    # within the pair (0.2 > 0.1) though its argmax is class 2; video 3 prefers 0 -> wrong
+    assert pair_accuracy(scores, labels, 0, 1) == (0.75, 4)
+    with pytest.raises(ValueError, match="no video"):
+        pair_accuracy(scores, labels, 2, 2)

@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "softmax",
+    "pair_accuracy",
     "predictions",
     "accuracy",
     "per_class_accuracy",
@@ -104,3 +105,18 @@ def video_scores(clip_scores, video_index, num_videos: int) -> np.ndarray:
     out = np.zeros((num_videos, s.shape[1]))
     np.add.at(out, idx, s)
     return out / counts[:, None]
+
+
+def pair_accuracy(scores: np.ndarray, labels, a: int, b: int) -> tuple[float, int]:
+    """Accuracy of the decision "class ``a`` or class ``b``" on the videos of those two classes (chance 0.5),
+    and how many videos that is — how well a stream tells apart the members of a motion-only pair.
+
+    Args:
+        scores: ``(N, C)`` video scores. labels: ``(N,)`` true classes. a, b: the two class indices.
+    """
+    labels = np.asarray(labels)
+    sel = np.isin(labels, [a, b])
+    if not sel.any():
+        raise ValueError(f"pair_accuracy: no video of class {a} or {b}")
+    pred = np.where(scores[sel, a] >= scores[sel, b], a, b)
+    return float((pred == labels[sel]).mean()), int(sel.sum())
