@@ -324,3 +324,5 @@ def test_lab_config_points_at_the_lab_layout(tmp_path):
     assert cfg.roots == [str(tmp_path / "d/lab/tiny/lab-hmdb"), str(tmp_path / "d/lab/tiny/lab-ucf")]
     assert cfg.caches == [str(tmp_path / "d/cache/tiny/lab-hmdb-dis"), str(tmp_path / "d/cache/tiny/lab-ucf-dis")]
     assert cfg.out_dir == str(tmp_path / "r/tiny/mt") and cfg.resume and cfg.L == 5 and cfg.name == "mt"
+    two = lab_config("lab_temporal", ["datasets=[lab-hmdb,lab-ucf]"], data_dir=tmp_path / "d")  # 1 -> 2 datasets
+    assert len(two.roots) == len(two.caches) == 2

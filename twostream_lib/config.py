@@ -319,7 +319,9 @@ def lab_config(base: str, overrides: list[str] | tuple[str, ...] = (), name: str
     run (e.g. the spatial net of chapter 3 in chapter 6) train it once — and a run of other settings in that folder
     is refused (see :func:`twostream_lib.train.train`).
     """
-    cfg = load_config(CONFIG_DIR / f"{base}.yaml", list(overrides))
+    # overrides first, unchecked: they may change the datasets (and so how many roots/caches there are)
+    cfg = apply_overrides(load_config(CONFIG_DIR / f"{base}.yaml"), list(overrides),
+                          source=f"lab_config({base!r}) (overrides)")
     data_dir = Path(data_dir)
     roots = [str(data_dir / "lab" / scale / d) for d in cfg.datasets]
     caches = [str(data_dir / "cache" / scale / f"{d}-dis") for d in cfg.datasets]
