@@ -32,43 +32,51 @@ class TrainConfig:
     """Every setting of a training run. Defaults are the paper's (§5 "Training"); the lab configs shrink them.
 
     Data (one entry per dataset; two or more entries = multitask learning, §4):
-        datasets: dataset names, ``"ucf101" | "hmdb51" | "lab-ucf" | "lab-hmdb"`` (see :mod:`splits`).
-        roots: dataset roots (official layouts), one per dataset.
-        caches: frame/flow caches written by ``python -m twostream_lib prepare``, one per dataset.
-        split: 1, 2 or 3.
-        val_fraction: share of each class's *training* videos held out for validation / model selection
-            (the test split is never looked at during training).
-        heads: with several datasets, ``"per_dataset"`` — one softmax head per dataset, each loss on its own
-            dataset's samples, losses summed (multitask, §4) — or ``"shared"`` — one softmax over the union of
-            the datasets' classes (Table 2's "HMDB-51 + the UCF-101 classes that don't overlap"); validation and
-            evaluation then score the first dataset (the target) over its own classes.
-        exclude_classes: class names of the *other* datasets (not the first) left out of training, e.g. the
-            classes they share with the target.
+
+    - datasets: dataset names, ``"ucf101" | "hmdb51" | "lab-ucf" | "lab-hmdb"`` (see :mod:`splits`).
+    - roots: dataset roots (official layouts), one per dataset.
+    - caches: frame/flow caches written by ``python -m twostream_lib prepare``, one per dataset.
+    - split: 1, 2 or 3.
+    - val_fraction: share of each class's *training* videos held out for validation / model selection
+      (the test split is never looked at during training).
+    - heads: with several datasets, ``"per_dataset"`` — one softmax head per dataset, each loss on its own
+      dataset's samples, losses summed (multitask, §4) — or ``"shared"`` — one softmax over the union of
+      the datasets' classes (Table 2's "HMDB-51 + the UCF-101 classes that don't overlap"); validation and
+      evaluation then score the first dataset (the target) over its own classes.
+    - exclude_classes: class names of the *other* datasets (not the first) left out of training, e.g. the
+      classes they share with the target.
+
     Input:
-        stream: ``"spatial"`` (one RGB frame, §2) or ``"temporal"`` (2L flow channels, §3).
-        crop_size: square crop side (paper: 224 from frames whose short side is 256).
-        L, stacking, bidirectional, mean_subtraction: temporal input (§3.1, Table 1b).
-        flip, jitter: training augmentation (§5: random crop + horizontal flip + RGB jitter for the spatial net;
-            ``jitter`` is the brightness/contrast/saturation strength, 0 = off — the paper gives no value).
+
+    - stream: ``"spatial"`` (one RGB frame, §2) or ``"temporal"`` (2L flow channels, §3).
+    - crop_size: square crop side (paper: 224 from frames whose short side is 256).
+    - L, stacking, bidirectional, mean_subtraction: temporal input (§3.1, Table 1b).
+    - flip, jitter: training augmentation (§5: random crop + horizontal flip + RGB jitter for the spatial net;
+      ``jitter`` is the brightness/contrast/saturation strength, 0 = off — the paper gives no value).
+
     Network:
-        arch: ``"cnn_m_2048"`` (paper), ``"resnet18"`` or ``"resnet50"``; width: channel multiplier (lab < 1).
-        dropout: 0.9 temporal / 0.5 spatial (Table 1). conv2_norm: LRN after conv2; ``None`` = the paper's
-            choice (spatial yes, temporal no, §5).
-        pretrained: ImageNet weights (ResNets only). init_from: a checkpoint whose weights start this run
-            (layers whose shape differs, e.g. the classifier, stay freshly initialised) — e.g. Table 2's
-            "fine-tuning a net trained on UCF-101".
-        finetune: ``"all"`` or ``"last"`` (train only the classifier head(s), Table 1a).
+
+    - arch: ``"cnn_m_2048"`` (paper), ``"resnet18"`` or ``"resnet50"``; width: channel multiplier (lab < 1).
+    - dropout: 0.9 temporal / 0.5 spatial (Table 1). conv2_norm: LRN after conv2; ``None`` = the paper's
+      choice (spatial yes, temporal no, §5).
+    - pretrained: ImageNet weights (ResNets only). init_from: a checkpoint whose weights start this run
+      (layers whose shape differs, e.g. the classifier, stay freshly initialised) — e.g. Table 2's
+      "fine-tuning a net trained on UCF-101".
+    - finetune: ``"all"`` or ``"last"`` (train only the classifier head(s), Table 1a).
+
     Optimisation (§5): SGD with ``momentum``, ``batch_size`` videos per iteration (global, over all
-        processes), ``lr`` multiplied by ``lr_gamma`` at each iteration in ``lr_steps``, stop at ``max_iters``.
-        ``weight_decay`` is not stated in the paper; 5e-4 (Caffe's ImageNet value used by CNN-M) is our default.
+    processes), ``lr`` multiplied by ``lr_gamma`` at each iteration in ``lr_steps``, stop at ``max_iters``.
+    ``weight_decay`` is not stated in the paper; 5e-4 (Caffe's ImageNet value used by CNN-M) is our default.
+
     Bookkeeping:
-        val_every: iterations between validations (0 = only at the end); val_frames/val_crops: views per
-            held-out video during validation (test uses 25 x 10, §6; validation may use fewer for speed).
-        ckpt_every: iterations between checkpoints; also the length of a data "chunk": the sampler, the
-            DataLoader and the RNGs are re-seeded from (seed, chunk) at each chunk start, which makes a resumed
-            run continue exactly where the interrupted one stood.
-        amp: bfloat16 autocast (GPU; also allowed on CPU). channels_last, compile: speed options.
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+
+    - val_every: iterations between validations (0 = only at the end); val_frames/val_crops: views per
+      held-out video during validation (test uses 25 x 10, §6; validation may use fewer for speed).
+    - ckpt_every: iterations between checkpoints; also the length of a data "chunk": the sampler, the
+      DataLoader and the RNGs are re-seeded from (seed, chunk) at each chunk start, which makes a resumed
+      run continue exactly where the interrupted one stood.
+    - amp: bfloat16 autocast (GPU; also allowed on CPU). channels_last, compile: speed options.
+    - device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     """
 
     name: str = "run"

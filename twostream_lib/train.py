@@ -1,9 +1,10 @@
-"""The training loop of one stream (paper §5 "Training", §4 multitask), schedules by iteration.
+"""The training loop of one stream (paper §5 "Training", §4 multitask), schedules by iteration::
 
     python -m twostream_lib train configs/lab_spatial.yaml max_iters=300 lr=0.02 [--resume]
     torchrun --nproc_per_node 4 -m twostream_lib train configs/ucf101_temporal.yaml      # data parallel
 
 What a run does (the paper's recipe, §5):
+
 - each iteration draws ``batch_size`` training videos uniformly across classes, one random frame (spatial) or
   flow stack (temporal) each, randomly cropped and flipped (:class:`twostream_lib.data.BalancedSampler`);
 - mini-batch SGD with momentum 0.9; the learning rate is multiplied by ``lr_gamma`` at each iteration in
