@@ -28,14 +28,10 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import cv2; assert hasattr(cv2, 'optflow'), 'cv2 without contrib: opencv-python is shadowing opencv-contrib-python-headless'"
 	@touch $(STAMP)
 
-# Debian packages: chromium + chromium-driver (the rendered-book check), npm (vendoring the book's JS from the
-# npm registry) and unar (RAR extraction of the real datasets).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages (chromium + chromium-driver for the rendered-book check, unar for RAR extraction, npm where no
+# Node.js is installed), each only when its command is missing: see tools/install_system_deps.sh.
 system:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v npm >/dev/null \
-	  && command -v lsar >/dev/null || { \
-	  $(SUDO) apt-get update -qq || true; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver npm unar >/dev/null; }
+	@bash tools/install_system_deps.sh
 
 setup: $(STAMP) system
 

@@ -8,6 +8,7 @@ from twostream_lib.fusion import (
     average_fusion,
     check_aligned,
     fuse_files,
+    main as fusion_main,
     load_scores,
     save_scores,
     stack_l2,
@@ -232,3 +233,30 @@ def test_pair_accuracy():
     assert pair_accuracy(scores, labels, 0, 1) == (0.75, 4)
     with pytest.raises(ValueError, match="no video"):
         pair_accuracy(scores, labels, 2, 2)
+
+
+def test_svm_refuses_test_scores_as_training_scores(tmp_path):
+    """Fitting the SVM on the test videos' scores inflates the fused accuracy: refuse it (and shared videos)."""
+    from twostream_lib.fusion import ScoreFileError
+
+    rng = np.random.default_rng(0)
+    ids = [f"v{i}" for i in range(12)]
+    labels = np.arange(12) % len(CLASSES)
+    sc = lambda: rng.random((12, len(CLASSES)))
+    test = [_write(tmp_path, f"test{k}.npz", sc(), labels, ids, meta={"subset": "test"}) for k in range(2)]
+    with pytest.raises(ScoreFileError, match=r"test0\.npz holds test-set scores .* given as training scores"):
+        fuse_files(test, "svm", train_score_paths=test)
+    train_ids = [f"t{i}" for i in range(11)] + ["v3"]
+    train = [_write(tmp_path, f"train{k}.npz", sc(), labels, train_ids, meta={"subset": "train"}) for k in range(2)]
+    with pytest.raises(ScoreFileError, match=r"share 1 video\(s\), e\.g\. \['v3'\]"):
+        fuse_files(test, "svm", train_score_paths=train)
+    with pytest.raises(ScoreFileError, match=r"train0\.npz holds train-set scores .* given as test scores"):
+        fuse_files(train, "svm", train_score_paths=train)
+
+
+def test_fuse_cli_names_a_file_that_is_not_npz(tmp_path, capsys):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not scores")
+    assert fusion_main([str(bad), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "not a readable .npz" in err and "Traceback" not in err

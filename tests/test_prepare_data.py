@@ -14,6 +14,7 @@ import torch
 
 from twostream_lib.data import (BalancedSampler, MultiTaskDataset, SpatialDataset, TemporalDataset, VideoCache,
                                 holdout, items_for, spaced_positions)
+from twostream_lib.files import FolderLock, LockError
 from twostream_lib.prepare import CacheError, prepare
 from twostream_lib.splits import load_split
 from twostream_lib.video import write_video
@@ -225,3 +226,91 @@ def test_multitask_dataset(root, cache):
     x, y, task = mt[len(a) + 1]
     assert task == 1 and y == items[1][1]
     assert mt.balance_labels[len(a)] == 2 + items[0][1]
+
+
+def test_holdout_keeps_ucf_groups_whole():
+    """Model selection: clips of one UCF group (same actor and scene) never land on both sides."""
+    items = [(f"UCF-101/C{c}/v_C{c}_g{g:02d}_c{k:02d}.avi", c) for c in range(3) for g in range(8, 26)
+             for k in range(1, 5)]
+    tr, va = holdout(items, 0.1, seed=3)
+    group = lambda v: v.split("_g")[0] + v.split("_")[-2]
+    assert not {group(v) for v, _ in tr} & {group(v) for v, _ in va}
+    for c in range(3):  # about 10 % of each class: 72 videos in 4-clip groups -> 2 groups (8 videos)
+        n_va = sum(lab == c for _, lab in va)
+        assert 7 <= n_va <= 11, n_va
+    assert sorted(tr + va) == sorted(items)
+    one_group = [(f"UCF-101/A/v_A_g01_c{k:02d}.avi", 0) for k in range(1, 6)]
+    assert holdout(one_group, 0.5)[1] == []  # a class's only group stays for training
+
+
+def test_replaced_source_video_is_prepared_again(tmp_path):
+    root = make_root(tmp_path / "r", groups=3)
+    c = tmp_path / "c"
+    vid = "UCF-101/MoveLeft/v_MoveLeft_g01_c01.avi"
+    prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False, videos=[vid])
+    old = VideoCache(c).rgb(vid, 0)
+    write_video(root / vid, _clip(1, seed=99, t=20))  # another clip under the same name
+    m = prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False, videos=[vid])
+    assert m["prepared_now"] == 1 and m["changed"] == [vid]
+    vc = VideoCache(c)
+    assert vc.num_frames(vid) == 20 and not np.array_equal(vc.rgb(vid, 0), old)
+    assert prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False,
+                   videos=[vid])["prepared_now"] == 0
+
+
+def test_prepare_refuses_a_cache_in_use(root, tmp_path):
+    c = tmp_path / "c"
+    with FolderLock(c, "cache"):  # as another prepare would hold it
+        with pytest.raises(LockError, match=r"cache is in use by process \d+"):
+            prepare("ucf101", root, c, flow="dis", short_side=None, progress=False)
+    assert not (c / "settings.json").exists()
+
+
+def test_failed_prepare_writes_nothing_and_empty_cache_never_blocks(root, tmp_path):
+    c = tmp_path / "c"
+    with pytest.raises(Exception, match="split folder not found"):
+        prepare("ucf101", tmp_path / "nowhere", c, flow="dis", short_side=None, progress=False)
+    with pytest.raises(ValueError, match="bound must be a positive"):
+        prepare("ucf101", root, c, flow="dis", bound=-1, short_side=None, progress=False)
+    assert not c.exists()
+    c.mkdir()
+    (c / "settings.json").write_text(json.dumps({"flow": "tvl1", "format": 2}))  # a cache with no video in it
+    m = prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False,
+                videos=["UCF-101/MoveLeft/v_MoveLeft_g01_c01.avi"])
+    assert m["num_videos"] == 1 and VideoCache(c).settings["flow"] == "farneback"
+
+
+def test_cli_prepare_bad_input_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "twostream_lib", "prepare", "--dataset", "ucf101", "--root",
+                        str(tmp_path / "nowhere"), "--cache", str(tmp_path / "c"), "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "split folder not found" in r.stderr
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of `prepare --workers 2` must not leave its workers blocked forever."""
+    root = make_root(tmp_path / "r", groups=3, t=40)
+    cmd = [sys.executable, "-m", "twostream_lib", "prepare", "--dataset", "ucf101", "--root", str(root),
+           "--cache", str(tmp_path / "c"), "--flow", "tvl1", "--workers", "2", "--short-side", "none",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children():
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    deadline = time.time() + 60
+    while time.time() < deadline and len(children()) < 2:
+        time.sleep(0.05)
+    kids = children()
+    assert len(kids) >= 2, "the workers never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    alive = kids
+    while time.time() < deadline and alive:
+        time.sleep(0.1)
+        alive = [k for k in kids if Path(f"/proc/{k}").exists() and
+                 "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2]]
+    assert not alive, f"workers {alive} outlived their killed parent"

@@ -120,3 +120,38 @@ def test_bad_split_number_and_dataset(tmp_path):
         ucf101_split(tmp_path, 4)
     with pytest.raises(SplitError, match="unknown dataset"):
         load_split("kinetics", tmp_path, 1)
+
+
+def test_ucf_video_in_train_and_test_refused(tmp_path):
+    root = make_ucf(tmp_path / "u")
+    lists = root / "ucfTrainTestlist"
+    with open(lists / "testlist01.txt", "a") as f:  # g02 is a training group of split 1
+        f.write("Archery/v_Archery_g02_c01.avi\n")
+    with pytest.raises(SplitError, match=r"v_Archery_g02_c01\.avi in both the train and test lists"):
+        ucf101_split(root, 1)
+
+
+def test_ucf_video_listed_twice_refused(tmp_path):
+    root = make_ucf(tmp_path / "u")
+    with open(root / "ucfTrainTestlist" / "trainlist02.txt", "a") as f:
+        f.write("Archery/v_Archery_g01_c01.avi 2\n")
+    with pytest.raises(SplitError, match=r"v_Archery_g01_c01\.avi twice in the train list"):
+        ucf101_split(root, 2)
+
+
+def test_hmdb_video_in_train_and_test_refused(tmp_path):
+    root = make_hmdb(tmp_path / "h")
+    f = root / "testTrainMulti_7030_splits" / "cartwheel_test_split1.txt"
+    first = f.read_text().splitlines()[0].split()[0]  # marked 1 or 2 in split 1
+    mark = [l.split()[1] for l in f.read_text().splitlines()][0]
+    with open(f, "a") as fh:
+        fh.write(f"{first} {'2' if mark == '1' else '1'}\n")
+    with pytest.raises(SplitError, match=rf"cartwheel/{first} in both the train and test lists"):
+        hmdb51_split(root, 1)
+
+
+def test_video_group():
+    from twostream_lib.splits import video_group
+
+    assert video_group("UCF-101/Archery/v_Archery_g08_c03.avi") == "Archery/g08"
+    assert video_group("brush_hair/some_clip_0.avi") is None

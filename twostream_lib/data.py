@@ -35,7 +35,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .flow import clamp_start, dequantize_flow, flip_stack, stack_indices, temporal_stack, valid_starts
 from .prepare import CacheError
-from .splits import Split
+from .splits import Split, video_group
 
 __all__ = [
     "VideoCache", "items_for", "holdout", "SpatialDataset", "TemporalDataset", "MultiTaskDataset",
@@ -145,18 +145,31 @@ def items_for(split: Split, subset: str = "train", cache: VideoCache | None = No
 
 
 def holdout(items: list[tuple[str, int]], fraction: float = 0.1, seed: int = 0):
-    """Split training items into (train, validation), ``fraction`` of each class held out (at least one video
-    of each class with ≥ 2 videos). Model selection uses the held-out part, never the test split (§6)."""
+    """Split training items into (train, validation) for model selection, which never looks at the test split
+    (§6): about ``fraction`` of each class's videos are held out (at least one video of each class with ≥ 2).
+
+    Where video ids carry a UCF-101 group (``_gXX_``, :func:`twostream_lib.splits.video_group`), whole groups are
+    held out: clips of one group share actor and scene, and a group on both sides would inflate the validation
+    accuracy. Groups are drawn at random until the class's held-out share reaches ``fraction``, and at least one
+    group of each class stays for training."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
     for i, (_, lab) in enumerate(items):
         by_class.setdefault(lab, []).append(i)
-    val = set()
+    val: set[int] = set()
     for lab, idx in sorted(by_class.items()):
-        k = int(round(fraction * len(idx)))
-        if fraction > 0 and len(idx) >= 2:
-            k = max(1, k)
-        val.update(rng.permutation(idx)[:k].tolist())
+        if fraction <= 0 or len(idx) < 2:
+            continue
+        want = max(1, int(round(fraction * len(idx))))
+        units: dict[str, list[int]] = {}  # a group, or a single video where there are no groups
+        for i in idx:
+            units.setdefault(video_group(items[i][0]) or items[i][0], []).append(i)
+        held = 0
+        for key in rng.permutation(sorted(units)).tolist()[:-1]:  # the last unit always stays for training
+            if held >= want:
+                break
+            val.update(units[key])
+            held += len(units[key])
     return ([it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val])
 
 

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .metrics import accuracy, mean_class_accuracy
 
 __all__ = [
+    "ScoreFileError",
     "average_fusion",
     "svm_fusion",
     "stack_l2",
@@ -37,6 +39,10 @@ __all__ = [
     "check_aligned",
     "fuse_files",
 ]
+
+
+class ScoreFileError(UserError, ValueError):
+    """A score file is unreadable, inconsistent, or the wrong one for its role; the message names it."""
 
 
 def _check_scores_list(scores_list, what: str) -> list[np.ndarray]:
@@ -143,23 +149,28 @@ def load_scores(path: str | os.PathLike) -> dict:
     classes list[str], meta dict, path str)``. Errors name the file."""
     path = Path(path)
     keys = ("scores", "labels", "video_ids", "classes", "meta")
+    if not path.is_file():
+        raise ScoreFileError(f"score file {path} not found")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
-                raise ValueError(f"score file {path} lacks {missing} (has {z.files}); write it with save_scores")
+                raise ScoreFileError(f"score file {path} lacks {missing} (has {z.files}); write it with save_scores")
             d = {k: z[k] for k in keys}
-    except (OSError, EOFError) as e:
-        raise ValueError(f"score file {path} can't be read: {e}") from e
+    except ScoreFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not an .npz (a text file, a truncated zip, pickled data): name the file
+        raise ScoreFileError(f"score file {path} is not a readable .npz score file "
+                             f"({type(e).__name__}: {e or 'no detail'})") from e
     try:
         meta = json.loads(str(d["meta"]))
     except json.JSONDecodeError as e:
-        raise ValueError(f"score file {path}: meta is not valid JSON: {e}") from e
+        raise ScoreFileError(f"score file {path}: meta is not valid JSON: {e}") from e
     out = {"scores": d["scores"], "labels": d["labels"].astype(np.int64), "video_ids": d["video_ids"].tolist(),
            "classes": d["classes"].tolist(), "meta": meta, "path": str(path)}
     n = len(out["video_ids"])
     if out["scores"].shape != (n, len(out["classes"])) or out["labels"].shape != (n,):
-        raise ValueError(f"score file {path}: inconsistent shapes scores {out['scores'].shape}, "
+        raise ScoreFileError(f"score file {path}: inconsistent shapes scores {out['scores'].shape}, "
                          f"labels {out['labels'].shape}, {n} video ids, {len(out['classes'])} classes")
     return out
 
@@ -173,12 +184,12 @@ def check_aligned(a: dict, b: dict) -> dict:
     na, nb = a.get("path", "<a>"), b.get("path", "<b>")
     if list(a["classes"]) != list(b["classes"]):
         diff = [i for i, (x, y) in enumerate(zip(a["classes"], b["classes"])) if x != y]
-        raise ValueError(f"score files {na} and {nb} have different classes ({len(a['classes'])} vs "
+        raise ScoreFileError(f"score files {na} and {nb} have different classes ({len(a['classes'])} vs "
                          f"{len(b['classes'])}; first differences at index {diff[:5]})")
     ida, idb = list(a["video_ids"]), list(b["video_ids"])
     sa, sb = set(ida), set(idb)
     if sa != sb:
-        raise ValueError(f"score files {na} and {nb} cover different videos: {len(sa - sb)} only in the first "
+        raise ScoreFileError(f"score files {na} and {nb} cover different videos: {len(sa - sb)} only in the first "
                          f"(e.g. {sorted(sa - sb)[:3]}), {len(sb - sa)} only in the second (e.g. {sorted(sb - sa)[:3]})")
     pos = {v: i for i, v in enumerate(idb)}
     order = np.array([pos[v] for v in ida], dtype=np.int64)
@@ -186,13 +197,27 @@ def check_aligned(a: dict, b: dict) -> dict:
     bad = np.flatnonzero(lb != np.asarray(a["labels"]))
     if bad.size:
         ex = [(ida[i], int(a["labels"][i]), int(lb[i])) for i in bad[:3]]
-        raise ValueError(f"score files {na} and {nb} disagree on the labels of {bad.size} video(s), "
+        raise ScoreFileError(f"score files {na} and {nb} disagree on the labels of {bad.size} video(s), "
                          f"e.g. (video, label in first, label in second) {ex}")
     out = dict(b)
     out["scores"] = np.asarray(b["scores"])[order]
     out["labels"] = lb
     out["video_ids"] = ida
     return out
+
+
+def _check_roles(test: list[dict], train: list[dict]) -> None:
+    """SVM fusion is fitted on training-set scores (§6): refuse test scores in the training role (and training
+    scores in the test role), and any video that is in both, which would fit the SVM on the videos it is tested on."""
+    for f, role, wrong in [(f, "training", "test") for f in train] + [(f, "test", "train") for f in test]:
+        if f["meta"].get("subset") == wrong:
+            raise ScoreFileError(f"score file {f['path']} holds {wrong}-set scores (subset={wrong}) but is given as "
+                                 f"{role} scores; score the {role} videos with `evaluate --subset "
+                                 f"{'train' if role == 'training' else 'test'}`")
+    shared = set(train[0]["video_ids"]) & set(test[0]["video_ids"])
+    if shared:
+        raise ScoreFileError(f"training score file {train[0]['path']} and test score file {test[0]['path']} share "
+                             f"{len(shared)} video(s), e.g. {sorted(shared)[:3]}: the SVM would be fitted on test videos")
 
 
 def fuse_files(score_paths: Sequence[str | os.PathLike], method: str = "average",
@@ -220,10 +245,11 @@ def fuse_files(score_paths: Sequence[str | os.PathLike], method: str = "average"
             raise ValueError(f"fuse_files: method='svm' needs one training score file per stream "
                              f"({len(score_paths)}), got {0 if not train_score_paths else len(train_score_paths)}")
         train = [load_scores(p) for p in train_score_paths]
+        _check_roles(files, train)
         train = [train[0]] + [check_aligned(train[0], f) for f in train[1:]]
         if train[0]["classes"] != files[0]["classes"]:
-            raise ValueError(f"training score file {train[0]['path']} and test score file {files[0]['path']} "
-                             f"have different classes")
+            raise ScoreFileError(f"training score file {train[0]['path']} and test score file {files[0]['path']} "
+                                 f"have different classes")
         scores = svm_fusion([f["scores"] for f in train], train[0]["labels"], test, C=C, num_classes=k)
     return {"scores": scores, "labels": labels, "video_ids": files[0]["video_ids"], "classes": files[0]["classes"],
             "accuracy": accuracy(scores, labels), "mean_class_accuracy": mean_class_accuracy(scores, labels, k),
@@ -247,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         r = fuse_files(a.scores, a.method, a.train, a.weights, a.C)
-    except (ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for path, acc in zip(a.scores, r["stream_accuracy"]):

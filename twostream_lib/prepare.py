@@ -22,34 +22,42 @@ manifest's ``failed`` list and on stderr; the other videos are unaffected.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import math
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from . import __version__
-from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, load_gt_flow, quantize_flow, resize_flow
+from .errors import UserError
+from .files import FolderLock, atomic_write_json
+from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, gt_flow_path, load_gt_flow, quantize_flow, resize_flow
 from .splits import DATASETS, load_split
 from .video import read_video, short_side_size
 
 __all__ = ["CacheError", "prepare", "prepare_lab", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
            "FORMAT_VERSION", "encode_jpegs"]
 
-FORMAT_VERSION = 1
+#: 2: each video's entry records its source file's size and mtime (a replaced video is prepared again)
+FORMAT_VERSION = 2
 #: short side of the cached frames: the paper rescales to 256 (§5); the lab data is kept at its own size.
 DEFAULT_SHORT_SIDE = {"ucf101": 256, "hmdb51": 256, "lab-ucf": None, "lab-hmdb": None}
 #: settings that must match for a rerun to reuse a cache
 _KEYED = ("format", "dataset", "flow", "flow_params", "bound", "short_side", "jpeg_quality", "backward")
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache is inconsistent with the request (other settings, missing video). Names the cache and the problem."""
 
 
@@ -64,6 +72,12 @@ def cache_settings(dataset: str, flow: str, bound: float = 20.0, short_side: int
         raise ValueError("flow='gt' (ground truth) exists only for the lab datasets")
     if flow == "gt" and backward:
         raise ValueError("backward ground-truth flow is not stored by the lab renderer; use an estimator")
+    if not (math.isfinite(bound) and bound > 0):
+        raise ValueError(f"bound must be a positive number of pixels, got {bound}")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+    if short_side is not None and int(short_side) < 16:
+        raise ValueError(f"short_side must be at least 16 px (or None for the native size), got {short_side}")
     return {
         "format": FORMAT_VERSION, "dataset": dataset, "flow": flow, "flow_params": dict(flow_params or {}),
         "bound": float(bound), "short_side": short_side, "jpeg_quality": int(jpeg_quality),
@@ -103,9 +117,24 @@ def _video_flows(path: Path, frames: np.ndarray, settings: dict, backward: bool)
     return est.video(frames, backward=backward)
 
 
+def source_stamp(path: str | os.PathLike, settings: dict) -> dict:
+    """What identifies a video's source files: size and modification time of the video (and of its ground-truth
+    flow file for ``flow="gt"``). A cached video whose stamp differs is prepared again."""
+    st = Path(path).stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if settings["flow"] == "gt":
+        fst = gt_flow_path(path).stat()
+        stamp.update(flow_size=fst.st_size, flow_mtime_ns=fst.st_mtime_ns)
+    return stamp
+
+
+_ENTRY_KEYS = ("frames", "flows", "height", "width", "clip_fraction", "source")
+
+
 def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: dict) -> dict:
     """Decode one video and write its cache folder ``out_dir`` atomically. Returns its index entry."""
     path, out_dir = Path(path), Path(out_dir)
+    source = source_stamp(path, settings)  # before reading: a file replaced meanwhile is redone next time
     frames = read_video(path, min_frames=2)
     if settings["short_side"]:
         h, w = short_side_size(*frames.shape[1:3], settings["short_side"])
@@ -117,7 +146,7 @@ def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings:
     tmp.mkdir(parents=True)
     q = settings["jpeg_quality"]
     index = {"frames": int(len(frames)), "flows": int(len(frames) - 1), "height": int(frames.shape[1]),
-             "width": int(frames.shape[2]), "offsets": {}, "clip_fraction": {}}
+             "width": int(frames.shape[2]), "offsets": {}, "clip_fraction": {}, "source": source}
     data, offs = encode_jpegs(frames, q)
     (tmp / "rgb.bin").write_bytes(data)
     index["offsets"]["rgb"] = offs
@@ -134,7 +163,26 @@ def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings:
     if out_dir.exists():  # a stale finished folder we were asked to redo
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
-    return {k: index[k] for k in ("frames", "flows", "height", "width", "clip_fraction")}
+    return {k: index[k] for k in _ENTRY_KEYS}
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initialiser: a worker must not outlive ``prepare`` (a ``kill -9`` of it would leave the workers
+    blocked forever on their task queue). Linux: the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG);
+    everywhere: a watchdog thread exits when the parent process is gone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _worker(args):
@@ -149,31 +197,29 @@ def _worker(args):
         return str(path), None, f"{type(e).__name__}: {e}"
 
 
+def _has_videos(cache: Path) -> bool:
+    vdir = cache / "videos"
+    return vdir.is_dir() and any((d / "index.json").is_file() for d in vdir.rglob("*") if d.is_dir())
+
+
 def _check_settings(cache: Path, settings: dict) -> None:
+    """Refuse a cache made with other settings; record the settings of a new (or still empty) cache."""
     f = cache / "settings.json"
-    if f.exists():
+    if f.exists() and _has_videos(cache):
         old = json.loads(f.read_text())
         diff = {k: (old.get(k), settings[k]) for k in _KEYED if old.get(k) != settings[k]}
         if diff:
             lines = ", ".join(f"{k}: cache has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
             raise CacheError(f"{cache}: this cache was made with other settings ({lines}); "
                              f"use another --cache folder or delete this one")
-    else:
-        cache.mkdir(parents=True, exist_ok=True)
-        meta = dict(settings, versions=_versions(), created=time.strftime("%Y-%m-%d %H:%M:%S"))
-        _atomic_write_json(f, meta)
+        return
+    meta = dict(settings, versions=_versions(), created=time.strftime("%Y-%m-%d %H:%M:%S"))
+    atomic_write_json(f, meta)
 
 
 def _versions() -> dict:
-    import torch  # noqa: F401  (versions only)
     return {"twostream_lib": __version__, "opencv": cv2.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def dataset_videos(dataset: str, root: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -208,20 +254,30 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         The manifest: ``{"settings", "videos": {video_id: entry}, "failed": {video_id: message}}``.
     """
     if short_side == "auto":
-        short_side = DEFAULT_SHORT_SIDE[dataset]
+        short_side = DEFAULT_SHORT_SIDE.get(dataset)
+    # everything is validated before anything is written: a failed call leaves no trace that blocks the next one
     settings = cache_settings(dataset, flow, bound, short_side, jpeg_quality, backward, flow_params)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     cache = Path(cache)
-    _check_settings(cache, settings)
+    if cache.exists() and not cache.is_dir():
+        raise CacheError(f"{cache}: exists and is not a folder; give a folder for the cache")
     todo_all = dataset_videos(dataset, root)
     if videos is not None:
         wanted = set(videos)
         todo_all = [(v, p) for v, p in todo_all if v in wanted]
+    with FolderLock(cache, "cache"):
+        _check_settings(cache, settings)
+        return _prepare_locked(cache, settings, todo_all, workers, progress)
+
+
+def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, progress: bool) -> dict:
     vdir = cache / "videos"
     manifest_path = cache / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     entries = manifest.get("videos", {})
     failed = {}
-    jobs = []
+    jobs, changed = [], []
     for vid, path in todo_all:
         out = vdir / vid
         for t in out.parent.glob(f"{out.name}.tmp-*") if out.parent.exists() else []:
@@ -229,27 +285,37 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         if (out / "index.json").exists():
             if vid not in entries:
                 idx = json.loads((out / "index.json").read_text())
-                entries[vid] = {k: idx[k] for k in ("frames", "flows", "height", "width", "clip_fraction")}
-            continue
+                entries[vid] = {k: idx.get(k) for k in _ENTRY_KEYS}
+            try:
+                same = entries[vid].get("source") == source_stamp(path, settings)
+            except OSError:  # the source is gone: the worker reports it by name
+                same = False
+            if same:
+                continue
+            changed.append(vid)  # the source was replaced (or edited) after it was prepared: redo it
+            entries.pop(vid)
         jobs.append((path, out, settings))
-    bar = _progress(len(jobs), progress, f"prepare {dataset} ({flow})")
+    if changed:
+        print(f"prepare: {len(changed)} source video(s) changed since they were prepared, preparing them again "
+              f"(e.g. {changed[0]})", file=sys.stderr)
+    bar = _progress(len(jobs), progress, f"prepare {settings['dataset']} ({settings['flow']})")
     ids = {str(p): v for v, p in todo_all}
     t0 = time.perf_counter()
-    results = map(_worker, jobs) if workers <= 1 else None
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as ex:
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as ex:
             futs = [ex.submit(_worker, j) for j in jobs]
             for fut in as_completed(futs):
                 _collect(fut.result(), ids, entries, failed, bar)
                 if len(entries) % 200 == 0:
                     _save_manifest(manifest_path, settings, entries, failed)
     else:
-        for res in results:
-            _collect(res, ids, entries, failed, bar)
+        for job in jobs:
+            _collect(_worker(job), ids, entries, failed, bar)
     bar.close()
     manifest = _save_manifest(manifest_path, settings, entries, failed)
     manifest["elapsed_s"] = time.perf_counter() - t0
     manifest["prepared_now"] = len(jobs) - len(failed)
+    manifest["changed"] = changed
     if failed:
         print(f"prepare: {len(failed)} video(s) failed and are not in the cache:", file=sys.stderr)
         for vid, msg in failed.items():
@@ -273,7 +339,7 @@ def _save_manifest(path: Path, settings: dict, entries: dict, failed: dict) -> d
     manifest = {"settings": settings, "num_videos": len(entries),
                 "clip_fraction_mean": float(np.mean(clip)) if clip else 0.0,
                 "videos": dict(sorted(entries.items())), "failed": dict(sorted(failed.items()))}
-    _atomic_write_json(path, manifest)
+    atomic_write_json(path, manifest)
     return manifest
 
 
@@ -357,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         m = prepare(a.dataset, a.root, a.cache, flow=a.flow, workers=a.workers, bound=a.bound, short_side=short,
                     jpeg_quality=a.jpeg_quality, backward=a.backward, progress=not a.no_progress)
-    except (CacheError, ValueError) as e:
+    except (UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{a.cache}: {m['num_videos']} videos ({m['prepared_now']} now, {m['elapsed_s']:.1f} s), "

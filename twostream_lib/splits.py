@@ -24,12 +24,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UserError
+
 __all__ = [
     "SplitError",
     "Split",
     "ucf101_split",
     "hmdb51_split",
     "load_split",
+    "video_group",
     "DATASETS",
     "HMDB_SPLIT_DIR",
     "UCF_LIST_DIR",
@@ -42,7 +45,7 @@ HMDB_SPLIT_DIR = "testTrainMulti_7030_splits"
 DATASETS = ("ucf101", "hmdb51", "lab-ucf", "lab-hmdb")
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A split or class file is missing or malformed. The message names the file and line."""
 
 
@@ -72,6 +75,29 @@ class Split:
     def video_id(self, path: Path) -> str:
         """A stable id for a video: its path relative to the dataset root, with ``/``."""
         return Path(path).relative_to(self.root).as_posix()
+
+
+_UCF_GROUP_RE = re.compile(r"_g(\d+)_c\d+\.avi$")
+
+
+def video_group(video_id: str) -> str | None:
+    """The UCF-101 group of a video id, ``"<Class>/gXX"`` (clips of one group are cut from one long video: same
+    actor, same scene), or ``None`` where the name carries no group (HMDB-51)."""
+    m = _UCF_GROUP_RE.search(video_id)
+    if m is None:
+        return None
+    return f"{Path(video_id).parent.name}/g{m.group(1)}"
+
+
+def _check_disjoint(out: "Split", where: Path) -> None:
+    """A video listed twice, or in both the training and the test list, would be tested on what it trained on."""
+    seen: dict[Path, str] = {}
+    for subset in ("train", "test"):
+        for p, _ in getattr(out, subset):
+            if p in seen:
+                both = "twice in the " + subset + " list" if seen[p] == subset else "in both the train and test lists"
+                raise SplitError(f"{where}: split {out.split} lists video {out.video_id(p)} {both}")
+            seen[p] = subset
 
 
 def _check_split_number(split: int) -> None:
@@ -158,6 +184,7 @@ def ucf101_split(root: str | os.PathLike, split: int = 1, dataset: str = "ucf101
         if not items:
             raise SplitError(f"{path}: no videos listed")
         setattr(out, subset, items)
+    _check_disjoint(out, list_dir)
     return out
 
 
@@ -211,6 +238,7 @@ def hmdb51_split(root: str | os.PathLike, split: int = 1, dataset: str = "hmdb51
             (out.train if parts[1] == "1" else out.test).append((vpath, label))
     if not out.train or not out.test:
         raise SplitError(f"{split_dir}: split {split} has an empty train or test set")
+    _check_disjoint(out, split_dir)
     return out
 
 
