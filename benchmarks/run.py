@@ -49,7 +49,7 @@ E2E_SMALL_MIN = 6  # minutes the lab `small` end-to-end run takes on 2 cores (me
 SECTIONS = ("flow", "loader", "train", "e2e", "gpu")
 CORES = os.cpu_count() or 1
 
-# UCF-101 arithmetic (PAPER_FACTS.md): 13,320 videos x ~185 frames.
+# UCF-101 arithmetic (Soomro et al. 2012: 13,320 clips, 27 h of video at 25 fps): 13,320 videos x ~185 frames.
 UCF_VIDEOS, UCF_FRAMES = 13_320, 185
 # The paper's temporal net: 80K iterations x 256 in ~1 day on 4 Titans (3.2x one GPU), §5 "Multi-GPU training".
 PAPER_ITERS, PAPER_BATCH, PAPER_SECONDS, PAPER_GPUS, PAPER_SPEEDUP = 80_000, 256, 86_400, 4, 3.2

@@ -1,4 +1,4 @@
-"""Open every built page in offline headless Chromium and check that it renders (DESIGN.md, "Tests and CI").
+"""Open every built page in offline headless Chromium and check that it renders (the README's "Tests").
 
 Per page: no request to a non-file URL, no JS error or failed load in the console, every <img> loaded, figures
 and jshtml animations present where the source notebook has them (animations: frames load and stepping changes the

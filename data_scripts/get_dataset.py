@@ -14,12 +14,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twostream_lib.download import get_dataset  # noqa: E402
+from twostream_lib.download import get_dataset, parse_sha256  # noqa: E402
+from twostream_lib.errors import UserError  # noqa: E402
 from twostream_lib.prepare import prepare  # noqa: E402
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        return _run(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51"])
     ap.add_argument("--root", required=True, help="where the dataset is laid out")
     ap.add_argument("--downloads", help="where archives go (default: ROOT/downloads)")
@@ -34,7 +47,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.prepare and not a.cache:
         ap.error("--prepare needs --cache")
-    digests = dict(s.split("=", 1) for s in a.sha256)
+    digests = parse_sha256(a.sha256)
     steps = get_dataset(a.dataset, a.root, a.downloads, dry_run=a.dry_run, sha256=digests)
     for s in steps:
         print(("would " if a.dry_run else "done: ") + s)

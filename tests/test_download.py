@@ -1,10 +1,12 @@
 """Real-data helpers that run offline: checksums, dry run, and safe extraction of crafted archives."""
 import io
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +86,56 @@ def test_dry_run(tmp_path):
                           str(tmp_path / "u"), "--dry-run"], capture_output=True, text=True,
                          cwd=__import__("pathlib").Path(__file__).parents[1])
     assert out.returncode == 0 and "would download https://www.crcv.ucf.edu/data/UCF101/UCF101.rar" in out.stdout
+
+
+def _zip_with_link(path, target):
+    import stat
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("fine.txt", "x")
+        zi = zipfile.ZipInfo("ln")
+        zi.external_attr, zi.create_system = (stat.S_IFLNK | 0o777) << 16, 3
+        z.writestr(zi, target)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("lsar") is None, reason="Debian's unar/lsar not installed")
+def test_rar_path_refuses_link_members_before_extracting(tmp_path, monkeypatch):
+    """The lsar/unar path (RAR) lists every member first and refuses links, as zip/tar refuse outward ones."""
+    import twostream_lib.download as d
+
+    a = _zip_with_link(tmp_path / "a.bin", "../dest2/x")
+    monkeypatch.setattr(d.zipfile, "is_zipfile", lambda p: False)  # take the RAR code path on this archive
+    ran = []
+    monkeypatch.setattr(d.subprocess, "run", lambda cmd, **kw: ran.append(cmd) or _real_run(cmd, **kw))
+    with pytest.raises(ExtractError, match=r"1 member\(s\) would land outside.*'ln'"):
+        safe_extract(a, tmp_path / "dest")
+    assert all(c[0] == "lsar" for c in ran), "unar ran before the members were checked"
+
+
+_real_run = subprocess.run
+
+
+def test_containment_is_by_path_not_string_prefix(tmp_path):
+    import twostream_lib.download as d
+
+    dest = tmp_path / "dest"
+    assert not d._inside("../dest2/x", dest) and d._inside("a/../b", dest)
+    assert not d._inside("x", dest, base="../dest2")
+    (tmp_path / "dest2").mkdir()
+    dest.mkdir()
+    (dest / "ln").symlink_to(tmp_path / "dest2")  # a sibling whose name starts with the destination's
+    with pytest.raises(ExtractError, match="link pointing outside"):
+        d.check_extracted(dest)
+    assert not (dest / "ln").exists()
+
+
+def test_get_dataset_errors_are_one_line(tmp_path):
+    script = Path(__file__).parents[1] / "data_scripts" / "get_dataset.py"
+    bad = subprocess.run([sys.executable, str(script), "--dataset", "ucf101", "--root", str(tmp_path / "u"),
+                          "--sha256", "UCF101.rar=xyz"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "64-digit hexadecimal" in bad.stderr
+    env = {**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    off = subprocess.run([sys.executable, str(script), "--dataset", "ucf101", "--root", str(tmp_path / "u")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert off.returncode == 2 and "Traceback" not in off.stderr
+    assert off.stderr.count("\n") == 1 and "cannot download" in off.stderr

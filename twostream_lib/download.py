@@ -21,14 +21,18 @@ import json
 import os
 import shutil
 import subprocess
+import re
 import tarfile
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["Remote", "UCF101_FILES", "HMDB51_FILES", "ExtractError", "download", "sha256sum", "verify",
-           "safe_extract", "unsafe_members", "get_dataset"]
+from .errors import UserError
+
+__all__ = ["Remote", "UCF101_FILES", "HMDB51_FILES", "ExtractError", "DownloadError", "download", "sha256sum",
+           "verify", "safe_extract", "unsafe_members", "check_extracted", "parse_sha256", "get_dataset"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,24 @@ HMDB51_FILES = [
 ]
 
 
-class ExtractError(RuntimeError):
+class ExtractError(UserError, RuntimeError):
     """An archive is unsafe or could not be extracted. Names the archive and the member."""
+
+
+class DownloadError(UserError, IOError):
+    """A download failed (no network, a server error) or a file's checksum doesn't match; names the file."""
+
+
+def parse_sha256(items: list[str]) -> dict[str, str]:
+    """``["UCF101.rar=<64 hex digits>", ...]`` -> ``{name: digest}``; a malformed item is a :class:`DownloadError`."""
+    out = {}
+    for item in items:
+        name, sep, digest = item.partition("=")
+        if not sep or not name or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise DownloadError(f"--sha256 {item!r}: expected NAME=HEX with a 64-digit hexadecimal SHA-256, "
+                                f"e.g. UCF101.rar=" + "0" * 64)
+        out[name] = digest.lower()
+    return out
 
 
 def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -70,7 +90,13 @@ def download(remote: Remote, dest_dir: str | os.PathLike, progress: bool = True,
         return final
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(remote.url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"{remote.url}: cannot download ({reason}); check the network connection, or put the "
+                            f"file there by hand as {final}") from None
+    with resp:
         if have and resp.status != 206:  # server ignored the range: start again
             have = 0
         total = int(resp.headers.get("Content-Length", 0)) + have
@@ -82,7 +108,7 @@ def download(remote: Remote, dest_dir: str | os.PathLike, progress: bool = True,
                 f.write(block)
                 bar.update(len(block))
     if total and part.stat().st_size != total:
-        raise IOError(f"{part}: download incomplete ({part.stat().st_size} of {total} bytes); run again to resume")
+        raise DownloadError(f"{part}: download incomplete ({part.stat().st_size} of {total} bytes); run again to resume")
     os.replace(part, final)
     return final
 
@@ -96,45 +122,70 @@ def verify(path: str | os.PathLike, expected: str | None = None) -> str:
     record = path.with_name(path.name + ".sha256")
     want = expected or (record.read_text().split()[0] if record.exists() else None)
     if want and want.lower() != digest:
-        raise IOError(f"{path}: SHA-256 {digest} does not match the expected {want}; "
+        raise DownloadError(f"{path}: SHA-256 {digest} does not match the expected {want}; "
                       f"the file is corrupt or changed — delete it and download again")
     if not record.exists():
         record.write_text(f"{digest}  {path.name}\n")
     return digest
 
 
-def _is_outside(name: str) -> bool:
-    p = PurePosixPath(name.replace("\\", "/"))
-    return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
+_DEST = Path("/dest")  # where member paths are checked against when no destination is given
 
 
-def unsafe_members(archive: str | os.PathLike) -> list[str]:
-    """Members of a zip/tar/rar archive that would be written outside the extraction folder."""
-    archive = Path(archive)
+def _inside(name: str, dest: Path = _DEST, base: str = "") -> bool:
+    """Whether ``name`` (an archive member path, or a link target relative to member folder ``base``) stays
+    inside ``dest``: path containment after normalising ``..``, never a string-prefix test (``dest2`` is not
+    inside ``dest``)."""
+    name = name.replace("\\", "/")
+    if PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return False
+    dest = Path(os.path.abspath(dest))
+    return Path(os.path.normpath(dest / base / name)).is_relative_to(dest)
+
+
+def unsafe_members(archive: str | os.PathLike, dest: str | os.PathLike = _DEST) -> list[str]:
+    """Members of a zip/tar/rar archive that would be written outside ``dest``: absolute paths, ``..`` escapes,
+    links pointing outside (tar), any link or device member (RAR, via ``lsar``)."""
+    archive, dest = Path(archive), Path(dest)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
-            return [n for n in z.namelist() if _is_outside(n)]
+            return [n for n in z.namelist() if not _inside(n, dest)]
     if tarfile.is_tarfile(archive):
         bad = []
         with tarfile.open(archive) as t:
             for m in t.getmembers():
-                if _is_outside(m.name) or ((m.issym() or m.islnk()) and
-                                           _is_outside(str(PurePosixPath(m.name).parent / m.linkname))):
-                    bad.append(m.name)
-                elif m.isdev():
+                parent = str(PurePosixPath(m.name).parent)
+                if (not _inside(m.name, dest) or m.isdev()
+                        or ((m.issym() or m.islnk()) and not _inside(m.linkname, dest, "" if m.islnk() else parent))):
                     bad.append(m.name)
         return bad
-    return [n for n in _lsar_names(archive) if _is_outside(n)]
+    return [e.get("XADFileName", "") for e in _lsar_entries(archive)
+            if not _inside(e.get("XADFileName", ""), dest) or e.get("XADIsLink") or e.get("XADIsHardLink")
+            or e.get("XADIsCharacterDevice") or e.get("XADIsBlockDevice") or e.get("XADIsFIFO")]
 
 
-def _lsar_names(archive: Path) -> list[str]:
+def _lsar_entries(archive: Path) -> list[dict]:
     if shutil.which("lsar") is None:
         raise ExtractError(f"{archive}: not zip/tar; RAR needs Debian's 'unar' package (apt-get install unar)")
     out = subprocess.run(["lsar", "-j", str(archive)], capture_output=True, text=True)
     if out.returncode != 0:
         raise ExtractError(f"{archive}: lsar cannot list it: {out.stderr.strip() or out.stdout.strip()}")
-    info = json.loads(out.stdout)
-    return [e.get("XADFileName", "") for e in info.get("lsarContents", [])]
+    return list(json.loads(out.stdout).get("lsarContents", []))
+
+
+def _lsar_names(archive: Path) -> list[str]:
+    return [e.get("XADFileName", "") for e in _lsar_entries(archive)]
+
+
+def check_extracted(dest: str | os.PathLike, archive: str | os.PathLike = "archive") -> None:
+    """After extraction: every link under ``dest`` resolves inside it (path containment); an outward link is
+    removed and reported."""
+    dest = Path(dest)
+    root = dest.resolve()
+    for p in dest.rglob("*"):
+        if p.is_symlink() and not p.resolve().is_relative_to(root):
+            p.unlink()
+            raise ExtractError(f"{archive}: member {p} is a link pointing outside {dest}; removed")
 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -144,7 +195,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
         ExtractError: an unsafe member (named), or an extraction failure.
     """
     archive, dest = Path(archive), Path(dest)
-    bad = unsafe_members(archive)
+    bad = unsafe_members(archive, dest)
     if bad:
         raise ExtractError(f"{archive}: refusing to extract, {len(bad)} member(s) would land outside {dest}: "
                            f"{bad[:5]}")
@@ -160,12 +211,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
                               str(archive)], capture_output=True, text=True)
         if out.returncode != 0:
             raise ExtractError(f"{archive}: unar failed: {out.stderr.strip() or out.stdout.strip()}")
-    # belt and braces: nothing resolved outside dest
-    root = dest.resolve()
-    for p in dest.rglob("*"):
-        if p.is_symlink() and not str(p.resolve()).startswith(str(root)):
-            p.unlink()
-            raise ExtractError(f"{archive}: member {p} is a link pointing outside {dest}; removed")
+    check_extracted(dest, archive)  # belt and braces: nothing resolves outside dest
     return dest
 
 

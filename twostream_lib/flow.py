@@ -15,7 +15,7 @@ Contents
 --------
 * Estimators (§3, "optical flow computed with off-the-shelf methods"): OpenCV TV-L1, Farneback and DIS behind
   :func:`estimate_flow` / :class:`FlowEstimator`; lab ground truth via :func:`load_gt_flow`.
-* Storage (§3.1 "Implementation details", DESIGN "Data cache"): :func:`quantize_flow` / :func:`dequantize_flow`
+* Storage (§3.1 "Implementation details"; chapter 2 of the book): :func:`quantize_flow` / :func:`dequantize_flow`
   map ``[-bound, bound]`` px linearly to ``[0, 255]``.
 * Visualisation: Middlebury colour coding (:func:`flow_to_color`, :func:`color_wheel`).
 * Scoring: :func:`endpoint_error`; resizing with value rescaling: :func:`resize_flow`.

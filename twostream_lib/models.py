@@ -11,7 +11,9 @@ CNN-M-2048 (Chatfield et al. 2014, Caffe's ``VGG_CNN_M_2048``) in the paper's la
     full7 2048  ReLU  dropout
     fc8 (classifier, "softmax" layer of the paper)
 
-Pools are in Caffe's ceil mode, so a 224x224 input gives 224 -conv1-> 109 -pool-> 54 -conv2-> 26 -pool-> 13
+The strides and paddings are CNN-M's (Chatfield et al. 2014, Table 1: "conv2 256x5x5, st. 2, pad 1"), as in the
+published ``VGG_CNN_M_2048`` Caffe definition and its MatConvNet port ``imagenet-vgg-m-2048``: conv1 has no
+padding, conv2 pads by 1, conv3-5 by 1. Pools are in Caffe's ceil mode, so a 224x224 input gives 224 -conv1-> 109 -pool-> 54 -conv2-> 26 -pool-> 13
 -conv3..5-> 13 -pool-> 6: full6 sees 6x6x512 = 18432 features.
 
 LRN is Caffe's across-channel LRN with VGG CNN-M's values: ``local_size=5, alpha=5e-4, beta=0.75, k=2``
