@@ -374,7 +374,9 @@ def bench_train(tmp: Path, quick: bool, repeats: int, caches: dict, device: str 
     """Per-iteration time of one SGD step of CNN-M-2048: a bare loop on pre-made tensors vs the trainer's
     train_step on the same tensors vs train_step fed by the trainer's real DataLoader vs the whole train().
     All modes of a case run interleaved (order reversed every other repeat), so machine load hits them alike."""
-    from twostream_lib.train import RunData, build_model_for, make_train_loader, train, train_step
+    from twostream_lib.data import RunData
+    from twostream_lib.models import build_model_for
+    from twostream_lib.train import make_train_loader, train, train_step
 
     dev = torch.device(device)
     n224, nlab = (1, 6) if quick else (2, 8)
@@ -486,7 +488,8 @@ def profile_trainer(tmp: Path, caches: dict, iters: int = 20) -> str:
     """cProfile of a short lab-size temporal train() run: the top functions by own time (for the report)."""
     import cProfile
     import pstats
-    from twostream_lib.train import RunData, train
+    from twostream_lib.data import RunData
+    from twostream_lib.train import train
     case = TrainCase("temporal lab", "temporal", 80, 0.25, 32, iters, "lab", True)
     ds = _dataset("temporal", caches["lab"], 80)
     rd = RunData(ds, list(ds.labels), [], [["a", "b"]])
@@ -574,7 +577,8 @@ def bench_gpu(tmp: Path, quick: bool, repeats: int, caches: dict | None, device:
     if device == "cuda" and not torch.cuda.is_available():
         return {"skipped": "CUDA is not available (torch.cuda.is_available() is False)"}
     from twostream_lib.config import TrainConfig
-    from twostream_lib.train import build_model_for, train_step
+    from twostream_lib.models import build_model_for
+    from twostream_lib.train import train_step
 
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -247,3 +247,76 @@ def test_paper_scale_configs_run_at_224(config, lab_root_tiny, tiny_cache_256, t
     assert r["final"]["step"] == 2 and math.isfinite(r["final"]["loss"])
     ev = evaluate_checkpoint(r["best_checkpoint"], subset="test", frames=1, crops=1, device="cpu", progress=False)
     assert ev["scores"].shape[1] == 16 and np.isfinite(ev["scores"]).all()
+
+
+def _relabelled_root(src: Path, dst: Path, order) -> Path:
+    """A UCF-layout root with the same videos and the classes of ``order`` (names, in this order): classInd and
+    the split lists rewritten, videos linked."""
+    lists = dst / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (dst / "UCF-101").symlink_to(src / "UCF-101")
+    (lists / "classInd.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(order, 1)))
+    idx = {c: i for i, c in enumerate(order, 1)}
+    for f in (src / "ucfTrainTestlist").glob("*list0*.txt"):
+        lines = [l.split() for l in f.read_text().splitlines() if l.strip()]
+        keep = [l for l in lines if l[0].split("/")[0] in idx]
+        (lists / f.name).write_text("".join(
+            f"{l[0]} {idx[l[0].split('/')[0]]}\n" if len(l) == 2 else f"{l[0]}\n" for l in keep))
+    return dst
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_dataset_with_other_classes(lab_root_tiny, tiny_caches, tmp_path):
+    """A reordered classInd.txt (same count) would silently write scores under the wrong class names; another
+    count gave a cryptic range error. Both are refused, showing both class lists."""
+    from twostream_lib.config import load_config
+    from twostream_lib.evaluate import ClassListError, evaluate_checkpoint
+    from twostream_lib.splits import load_split
+    from twostream_lib.train import train
+
+    torch.set_num_threads(1)
+    src = lab_root_tiny / "lab-ucf"
+    cfg = load_config(REPO / "configs/lab_spatial.yaml", [
+        f"roots=[{src}]", f"caches=[{tiny_caches['lab-ucf']}]", "crop_size=48", "batch_size=4", "max_iters=2",
+        "lr_steps=[1]", "ckpt_every=2", "val_fraction=0", "device=cpu", "tensorboard=false", "workers=0",
+        f"out_dir={tmp_path / 'run'}"])
+    ckpt = train(cfg, progress=False)["best_checkpoint"]
+    classes = load_split("lab-ucf", src, 1).classes
+    swapped = [classes[1], classes[0]] + classes[2:]
+    with pytest.raises(ClassListError, match=rf"trained on the classes \['{classes[0]}', '{classes[1]}'.*"
+                                             rf"lists \['{classes[1]}', '{classes[0]}'"):
+        evaluate_checkpoint(ckpt, root=str(_relabelled_root(src, tmp_path / "swapped", swapped)), frames=1,
+                            crops=1, device="cpu", progress=False)
+    with pytest.raises(ClassListError, match=rf"\({len(classes)}\), but .* \({len(classes) - 1}\)"):
+        evaluate_checkpoint(ckpt, root=str(_relabelled_root(src, tmp_path / "fewer", classes[:-1])), frames=1,
+                            crops=1, device="cpu", progress=False)
+    assert evaluate_checkpoint(ckpt, frames=1, crops=1, device="cpu", progress=False)["classes"] == classes
+
+
+def test_cached_scores_reuse_only_the_same_checkpoint_and_protocol(tmp_path, monkeypatch):
+    """One staleness rule for every chapter: a score file is reused only for the checkpoint (path, size, mtime)
+    and the protocol (subset, frames, crops, task) it was written for."""
+    import twostream_lib.evaluate as ev
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"weights v1")
+    calls = []
+
+    def fake_evaluate(path, subset, out, frames, crops, task, **kw):
+        calls.append((subset, frames, crops))
+        meta = dict(checkpoint=str(Path(path).resolve()), checkpoint_stamp=ev._stamp(path), subset=subset,
+                    frames=frames, crops=crops, task=task)
+        ev.save_scores(out, np.eye(2), [0, 1], ["a", "b"], ["x", "y"], meta)
+        return {"out": str(out)}
+
+    monkeypatch.setattr(ev, "evaluate_checkpoint", fake_evaluate)
+    out = tmp_path / "s.npz"
+    ev.cached_scores(ckpt, out, frames=5, crops=1)
+    r = ev.cached_scores(ckpt, out, frames=5, crops=1)
+    assert len(calls) == 1 and r["accuracy"] == 1.0  # read back
+    ev.cached_scores(ckpt, out, frames=25, crops=1)  # another protocol
+    assert len(calls) == 2
+    import os
+    os.utime(ckpt, ns=(1, 1))  # the checkpoint was rewritten
+    ev.cached_scores(ckpt, out, frames=25, crops=1)
+    assert len(calls) == 3

@@ -4,23 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from twostream_lib.fusion import (
-    average_fusion,
-    check_aligned,
-    fuse_files,
-    main as fusion_main,
-    load_scores,
-    save_scores,
-    stack_l2,
-    svm_fusion,
-)
+from twostream_lib.fusion import average_fusion, fuse_files, stack_l2, svm_fusion
+from twostream_lib.fusion import main as fusion_main
+from twostream_lib.scores import ScoreFileError, check_aligned, load_scores, save_scores
 from twostream_lib.metrics import (
     accuracy,
     confusion_matrix,
     mean_class_accuracy,
     per_class_accuracy,
     softmax,
-    video_scores,
 )
 
 CLASSES = ["Run", "Jump", "Wave"]
@@ -192,22 +184,13 @@ def test_confusion_matrix():
         confusion_matrix([0, 3], [0, 1], 3)
 
 
-def test_video_scores_average_views():
-    clip = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8], [0.4, 0.6]])
-    idx = np.array([0, 0, 1, 2, 2])
-    v = video_scores(clip, idx, 3)
-    assert np.allclose(v, [[0.5, 0.5], [0.5, 0.5], [0.3, 0.7]])
-    with pytest.raises(ValueError, match="no views"):
-        video_scores(clip, idx, 4)
-
-
 def test_softmax():
     p = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
     assert np.allclose(p, [[0.5, 0.5], [0.25, 0.75]])
 
 
 def test_fuse_cli(tmp_path, capsys):
-    from twostream_lib.fusion import main, save_scores
+    from twostream_lib.fusion import main
 
     labels = np.array([0, 1, 1])
     ids = ["a", "b", "c"]
@@ -237,8 +220,6 @@ def test_pair_accuracy():
 
 def test_svm_refuses_test_scores_as_training_scores(tmp_path):
     """Fitting the SVM on the test videos' scores inflates the fused accuracy: refuse it (and shared videos)."""
-    from twostream_lib.fusion import ScoreFileError
-
     rng = np.random.default_rng(0)
     ids = [f"v{i}" for i in range(12)]
     labels = np.arange(12) % len(CLASSES)

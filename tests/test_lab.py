@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from twostream_lib.flow import load_gt_flow
-from twostream_lib import lab
+from twostream_lib import lab, viz
 from twostream_lib.splits import load_split
 from twostream_lib.video import read_video, write_video
 
@@ -277,9 +277,9 @@ def test_resume_skips_finished_and_redoes_half_written(tmp_path):
 
 def test_frame_strip():
     frames = np.random.default_rng(0).integers(0, 255, (20, 8, 10, 3), dtype=np.uint8)
-    s = lab.frame_strip(frames, n=4, gap=2)
+    s = viz.frame_strip(frames, n=4, gap=2)
     assert s.shape == (8, 4 * 10 + 3 * 2, 3) and s.dtype == np.uint8
     np.testing.assert_array_equal(s[:, :10], frames[0])
     np.testing.assert_array_equal(s[:, -10:], frames[-1])
     with pytest.raises(ValueError):
-        lab.frame_strip(frames[..., 0])
+        viz.frame_strip(frames[..., 0])

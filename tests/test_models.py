@@ -8,7 +8,6 @@ from twostream_lib.models import (
     CNN_M_MIN_INPUT,
     MultiTaskNet,
     StreamNet,
-    adapt_first_conv,
     build_model,
     cnn_m_2048,
     cnn_m_2048_multitask,
@@ -127,16 +126,6 @@ def test_cross_modality_init():
     assert y3.abs().max() > 1e-3  # not trivially zero
 
 
-def test_adapt_first_conv_on_cnn_m():
-    torch.manual_seed(2)
-    m = cnn_m_2048(3, 5, width=0.25, input_size=64)
-    w3 = m.trunk.features.conv1.weight.detach().clone()
-    adapt_first_conv(m, 10)
-    assert m.trunk.features.conv1.weight.shape == (24, 10, 7, 7)
-    assert torch.equal(m.trunk.features.conv1.weight[:, 4], w3.mean(dim=1))
-    assert m(torch.randn(2, 10, 64, 64)).shape == (2, 5)
-
-
 def _params(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
@@ -214,10 +203,11 @@ def test_multitask_loss_with_absent_task():
     loss = multitask_loss([la, lb], labels, tasks)
     assert torch.isfinite(loss)
     assert torch.allclose(loss, F.cross_entropy(la, labels))
-    assert multitask_losses([la, lb], labels, tasks)[1] is None
+    assert multitask_losses([la, lb], labels, tasks)[1].item() == 0
     loss.backward()
     assert torch.isfinite(la.grad).all() and la.grad.abs().sum() > 0
-    assert lb.grad is None or lb.grad.abs().sum() == 0
+    # the absent task's head still takes part in the graph (DDP needs every parameter), with a zero gradient
+    assert lb.grad is not None and lb.grad.abs().sum() == 0
     with pytest.raises(ValueError, match="task_ids"):
         multitask_loss([la, lb], labels, torch.tensor([0, 2, 1]))
 
@@ -271,3 +261,15 @@ def test_resnet_pretrained_flow_input_uses_cross_modality_init(monkeypatch):
     w = m.trunk.conv1.weight
     assert w.shape == (64, 20, 7, 7)
     assert torch.equal(w, fake_resnet18.rgb.mean(dim=1, keepdim=True).expand(-1, 20, -1, -1))
+
+
+def test_multitask_loss_divides_by_the_given_task_counts():
+    """Data-parallel training passes the global batch's counts: the processes' losses add up to one process's."""
+    torch.manual_seed(8)
+    la, lb = torch.randn(6, 4), torch.randn(6, 3)
+    labels, tasks = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 0, 1, 0, 0, 0])
+    whole = multitask_loss([la, lb], labels, tasks)
+    counts = torch.bincount(tasks, minlength=2)
+    halves = [multitask_loss([la[s], lb[s]], labels[s], tasks[s], task_counts=counts)
+              for s in (slice(0, 3), slice(3, 6))]  # the second half holds no sample of task 1
+    assert torch.allclose(halves[0] + halves[1], whole)

@@ -21,7 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from twostream_lib.config import ConfigError, TrainConfig, load_config
-from twostream_lib.train import RunData, load_checkpoint, train
+from twostream_lib.checkpoint import load_checkpoint
+from twostream_lib.data import RunData
+from twostream_lib.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,14 +120,14 @@ def _one_thread():
 def test_config_yaml_overrides_and_types(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("stream: temporal\ndatasets: [lab-ucf, lab-hmdb]\nroots: [a, b]\ncaches: [c, d]\nlr: 1e-2\n"
-                 "L: 5\nlr_steps: [10, 20]\nmax_iters: 30\n")
+                 "L: 6\nlr_steps: [10, 20]\nmax_iters: 30\n")
     cfg = load_config(p, ["lr=0.05", "max_iters=40", "bidirectional=true", "lr_steps=[5,25]", "conv2_norm=null",
                           "dropout=0.9", "out_dir=runs/x"])
     assert cfg.stream == "temporal" and cfg.datasets == ["lab-ucf", "lab-hmdb"] and cfg.num_tasks == 2
     assert cfg.lr == 0.05 and isinstance(cfg.lr, float)
     assert cfg.max_iters == 40 and isinstance(cfg.max_iters, int)
     assert cfg.bidirectional is True and cfg.lr_steps == [5, 25] and cfg.conv2_norm is None
-    assert cfg.in_channels == 10 and cfg.use_conv2_norm is False  # 2L channels; no conv2 LRN (temporal, §5)
+    assert cfg.in_channels == 12 and cfg.use_conv2_norm is False  # 2L channels; no conv2 LRN (temporal, §5)
     assert load_config(p).lr == 0.01  # "1e-2" (a YAML string) coerced to float
 
 
@@ -186,14 +188,14 @@ def test_checkpoints_load_weights_only(tmp_path):
         assert isinstance(ckpt["config"], dict) and ckpt["config"]["max_iters"] == 10
         assert ckpt["num_classes"] == [3]
     last = torch.load(r["last_checkpoint"], weights_only=True)
-    assert last["step"] == 10 and {"optimizer", "scheduler", "rng", "best_val", "scaler"} <= set(last)
+    assert last["step"] == 10 and {"optimizer", "scheduler", "rng", "best_val", "classes"} <= set(last)
     assert isinstance(last["rng"]["torch"], torch.Tensor)
     assert not list((tmp_path / "run").glob("*.tmp*"))  # atomic writes leave no temp file
 
 
 def _model(cfg, crash_at=None):
     """The run's net, seeded like ``train`` does; raises during its ``crash_at``-th training forward."""
-    from twostream_lib.train import build_model_for
+    from twostream_lib.models import build_model_for
 
     torch.manual_seed(cfg.seed)
     model = build_model_for(cfg, [3])
@@ -326,3 +328,154 @@ def test_lab_config_points_at_the_lab_layout(tmp_path):
     assert cfg.out_dir == str(tmp_path / "r/tiny/mt") and cfg.resume and cfg.L == 5 and cfg.name == "mt"
     two = lab_config("lab_temporal", ["datasets=[lab-hmdb,lab-ucf]"], data_dir=tmp_path / "d")  # 1 -> 2 datasets
     assert len(two.roots) == len(two.caches) == 2
+
+
+# ------------------------------------------------------------------------------------------- run folders
+def test_a_new_run_never_touches_another_runs_folder(tmp_path):
+    """A fresh run into a folder holding a run is refused before anything changes; resuming a folder with
+    best.pt but no last.pt is refused too (it used to delete best.pt)."""
+    r = train(synth_cfg(tmp_path, max_iters=10, val_every=10), progress=False, data=synth_data())
+    run = Path(r["out_dir"])
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds a run \(config\.yaml, log\.csv, last\.pt, best\.pt\); "
+                                          r"nothing was changed.*--resume"):
+        train(synth_cfg(tmp_path, max_iters=10, val_every=10, lr=0.5), progress=False, data=synth_data())
+    (run / "last.pt").unlink()
+    del before["last.pt"]
+    with pytest.raises(ConfigError, match="best.pt but no last.pt"):
+        train(synth_cfg(tmp_path, max_iters=10, val_every=10, resume=True), progress=False, data=synth_data())
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_one_process_per_run_folder(tmp_path):
+    from twostream_lib.files import FolderLock, LockError
+
+    cfg = synth_cfg(tmp_path, max_iters=10)
+    with FolderLock(cfg.out_dir, "run folder"):  # as another training process would hold it
+        with pytest.raises(LockError, match="run folder is in use by process"):
+            train(cfg, progress=False, data=synth_data())
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path):
+    cfg = synth_cfg(tmp_path, max_iters=30, ckpt_every=10, val_every=0)
+    with pytest.raises(FloatingPointError, match="no checkpoint had been written yet") as e:
+        train(cfg, progress=False, data=synth_data(Poisoned(nan_at=3 * 8), val=False))
+    assert "is kept" not in str(e.value) and not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=0", "batch_size must be >= 1"), ("lr=-1", "lr must be a finite number > 0"),
+    ("lr=nan", "lr must be a finite number > 0"), ("lr_gamma=0", "lr_gamma must be a finite number > 0"),
+    ("val_crops=3", "val_crops must be 1"), ("momentum=1.5", "momentum must be in"),
+    ("crop_size=40", "too small for cnn_m_2048"), ("stacking=bogus", "stacking must be one of"),
+])
+def test_config_values_are_checked_at_load_time(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO / "configs/lab_temporal.yaml", [override])
+
+
+def _cli(*args, cwd=REPO):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "twostream_lib", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_user_errors_are_one_line_exit_2(tmp_path):
+    """Every user error of `train` and `evaluate` is one line naming the file or flag, exit status 2; a
+    traceback is for bugs only."""
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("stream: [spatial\n")
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(b"PK\x03\x04 not really")
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    cases = [
+        (["train", bad_yaml], "not valid YAML"),
+        (["train", "configs/lab_spatial.yaml", "lr_rate=1"], "unknown key(s) 'lr_rate'"),
+        (["train", "configs/lab_spatial.yaml", "batch_size=0"], "batch_size must be >= 1"),
+        (["train", "configs/lab_spatial.yaml", "lr=-0.1"], "lr must be a finite number > 0"),
+        (["train", "configs/lab_spatial.yaml", f"caches=[{tmp_path / 'nocache'}]", f"roots=[{tmp_path}]",
+          f"out_dir={tmp_path / 'r1'}"], "split folder not found"),
+        (["evaluate", truncated], "trunc.pt"),
+        (["evaluate", tmp_path / "missing.pt"], "checkpoint not found"),
+        (["evaluate", truncated, "--frames", "0"], "--frames"),
+        (["prepare", "--dataset", "ucf101", "--root", tmp_path, "--cache", a_file], "afile: exists and is not a folder"),
+    ]
+    for args, message in cases:
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    h = _cli("train", "--help")
+    assert h.returncode == 0 and "config keys" in h.stdout and "lr_gamma" in h.stdout
+    assert "default:" in _cli("evaluate", "--help").stdout
+
+
+MT_DDP_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import torch, torch.distributed as dist
+    sys.path.insert(0, sys.argv[1])
+    from test_train import mt_batch, mt_model
+    from twostream_lib.train import train_step
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = mt_model()
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[100])
+    for it in range(3):
+        x, y, t = mt_batch(it)
+        half = slice(rank * 4, rank * 4 + 4)  # rank 1's samples are all of task 0
+        train_step(net, (x[half], y[half], t[half]), opt, sched, torch.device("cpu"), world_size=world)
+    if rank == 0:
+        torch.save(model.state_dict(), sys.argv[2])
+    dist.destroy_process_group()
+""")
+
+
+def mt_model():
+    from twostream_lib.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("cnn_m_2048", in_channels=3, num_classes=[3, 2], dropout=0.0, width=0.125, input_size=48)
+
+
+def mt_batch(it):
+    g = torch.Generator().manual_seed(it)
+    x = torch.randn(8, 3, 48, 48, generator=g)
+    t = torch.tensor([0, 1, 0, 1, 0, 0, 0, 0])
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    return x, y, t
+
+
+@pytest.mark.slow
+def test_ddp_multitask_with_a_rank_lacking_a_task_matches_one_process(tmp_path):
+    """Multitask under DDP: a process whose local batch holds no sample of a task used to crash DDP (that head
+    got no gradient) and averaged per-process task losses. Now 2 gloo processes = 1 process with the whole batch."""
+    script = tmp_path / "mt_ddp.py"
+    script.write_text(MT_DDP_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(Path(__file__).parent), str(tmp_path / "ddp.pt")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail("DDP run timed out:\n" + out[-2000:] + err[-2000:])
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    from twostream_lib.train import train_step
+
+    model = mt_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[100])
+    for it in range(3):
+        train_step(model, mt_batch(it), opt, sched, torch.device("cpu"))
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=0, atol=1e-5, msg=k)

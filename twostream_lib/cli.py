@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .errors import run_cli
+
 COMMANDS = {
     "lab": "twostream_lib.prepare:lab_main",
     "prepare": "twostream_lib.prepare",
@@ -32,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module_name, _, func = COMMANDS[argv[0]].partition(":")
     module = importlib.import_module(module_name)
-    return int(getattr(module, func or "main")(argv[1:]) or 0)
+    return run_cli(getattr(module, func or "main"), argv[1:])  # a user error: one line, exit status 2

@@ -11,6 +11,7 @@ directory unless absolute: no machine path is baked in.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -20,10 +21,15 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+from .flow import STACK_MODES
+from .models import CNN_M_MIN_INPUT
+from .protocol import CROP_CHOICES
+
 __all__ = ["TrainConfig", "ConfigError", "load_config", "lab_config", "CONFIG_DIR", "apply_overrides", "config_from_dict", "save_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid; the message names the key and the file."""
 
 
@@ -165,14 +171,15 @@ class TrainConfig:
             bad(f"heads must be 'per_dataset' or 'shared', got {self.heads!r}")
         if self.exclude_classes and len(self.datasets) < 2:
             bad("exclude_classes applies to the extra datasets of a multi-dataset run; this run has one dataset")
-        if self.stacking not in ("stacking", "trajectory"):
-            bad(f"stacking must be 'stacking' or 'trajectory', got {self.stacking!r}")
+        if self.stacking not in STACK_MODES:
+            bad(f"stacking must be one of {', '.join(map(repr, STACK_MODES))}, got {self.stacking!r}")
         if self.arch not in ("cnn_m_2048", "resnet18", "resnet50"):
             bad(f"arch must be 'cnn_m_2048', 'resnet18' or 'resnet50', got {self.arch!r}")
         if self.arch != "cnn_m_2048" and self.width != 1.0:
             bad(f"width={self.width} applies to cnn_m_2048 only; set width=1.0 for {self.arch}")
-        if self.arch == "cnn_m_2048" and self.crop_size < 59:
-            bad(f"crop_size={self.crop_size} is too small for cnn_m_2048 (its three 3x3 pools need >= 59)")
+        if self.arch == "cnn_m_2048" and self.crop_size < CNN_M_MIN_INPUT:
+            bad(f"crop_size={self.crop_size} is too small for cnn_m_2048 (its conv and pool layers need >= "
+                f"{CNN_M_MIN_INPUT})")
         if self.finetune not in ("all", "last"):
             bad(f"finetune must be 'all' or 'last', got {self.finetune!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -181,7 +188,7 @@ class TrainConfig:
                     "val_batch_videos"):
             if getattr(self, key) < 1:
                 bad(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.val_crops not in (1, 5, 10):
+        if self.val_crops not in CROP_CHOICES:
             bad(f"val_crops must be 1 (centre), 5 (corners + centre) or 10 (and their flips), got {self.val_crops}")
         if self.val_every < 0 or self.workers < 0:
             bad("val_every and workers must be >= 0")
@@ -189,10 +196,17 @@ class TrainConfig:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.dropout < 1.0:
             bad(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            bad(f"lr must be > 0, got {self.lr}")
-        if list(self.lr_steps) != sorted(self.lr_steps):
-            bad(f"lr_steps must be increasing, got {self.lr_steps}")
+        for key in ("lr", "lr_gamma"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                bad(f"{key} must be a finite number > 0, got {getattr(self, key)}")
+        if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
+            bad(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if list(self.lr_steps) != sorted(self.lr_steps) or any(s < 1 for s in self.lr_steps):
+            bad(f"lr_steps must be increasing iteration numbers >= 1, got {self.lr_steps}")
+        if self.bidirectional and self.L % 2:
+            bad(f"bidirectional input takes L/2 forward + L/2 backward fields: L must be even, got {self.L}")
         return self
 
 
@@ -299,7 +313,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         try:
             d = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: expected a mapping of key: value, got {type(d).__name__}")
         # singular spellings for one dataset

@@ -16,6 +16,8 @@
   250 views.
 * :class:`MultiTaskDataset` and :class:`BalancedSampler` for multitask training (§4) and the paper's
   "videos drawn uniformly across classes" batches (§5).
+* :func:`build_datasets` — what a run (a :class:`~twostream_lib.config.TrainConfig`) trains and validates on:
+  :class:`RunData`, with validation on held-out *training* videos (:func:`holdout`), never the test split.
 
 Randomness comes from torch's RNG, which the DataLoader seeds per worker, so a seeded DataLoader generator gives
 reproducible batches.
@@ -23,23 +25,29 @@ reproducible batches.
 from __future__ import annotations
 
 import json
-import math
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .flow import clamp_start, dequantize_flow, flip_stack, stack_indices, temporal_stack, valid_starts
+from .flow import (STACK_MODES, clamp_start, dequantize_flow, flip_stack, stack_indices, temporal_stack,
+                   valid_starts)
 from .prepare import CacheError
-from .splits import Split, video_group
+from .protocol import TEST_CROPS, TEST_FRAMES, check_views, crop_boxes, spaced_positions
+from .splits import Split, load_split, video_group
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 __all__ = [
     "VideoCache", "items_for", "holdout", "SpatialDataset", "TemporalDataset", "MultiTaskDataset",
-    "BalancedSampler", "ten_crop_boxes", "spaced_positions", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BalancedSampler", "RunData", "make_dataset", "build_datasets", "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -90,6 +98,12 @@ class VideoCache:
     def frame_size(self, vid: str) -> tuple[int, int]:
         e = self.videos[vid]
         return int(e["height"]), int(e["width"])
+
+    def stored_bytes(self, streams=("flow_x", "flow_y"), videos=None) -> int:
+        """Bytes on disk of the packed JPEG ``streams`` (``"rgb"``, ``"flow_x"``, ``"flow_y"``, ``"flow_bx"``,
+        ``"flow_by"``) of ``videos`` (default: all)."""
+        return sum((self.root / "videos" / v / f"{s}.bin").stat().st_size
+                   for v in (self.video_ids if videos is None else videos) for s in streams)
 
     @lru_cache(maxsize=4096)
     def _index(self, vid: str) -> dict:
@@ -173,27 +187,16 @@ def holdout(items: list[tuple[str, int]], fraction: float = 0.1, seed: int = 0):
     return ([it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val])
 
 
-def ten_crop_boxes(h: int, w: int, size: int) -> list[tuple[int, int]]:
-    """Top-left corners of the 5 test crops (4 corners, centre) of a ``size`` square in an ``h × w`` frame."""
-    return [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), ((h - size) // 2, (w - size) // 2)]
-
-
-def spaced_positions(first: int, last: int, n: int = 25) -> list[int]:
-    """``n`` equally spaced positions in ``[first, last]`` (inclusive), as the paper's 25 test frames (§6)."""
-    return np.linspace(first, last, n).round().astype(int).tolist()
-
-
 class _StreamDataset(Dataset):
     """Common parts of the two streams: items, train/test mode, crops."""
 
     in_channels: int
 
     def __init__(self, cache: VideoCache, items, mode: str = "train", crop_size: int = 224, flip: bool = True,
-                 num_frames: int = 25, num_crops: int = 10):
+                 frames: int = TEST_FRAMES, crops: int = TEST_CROPS):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
-        if num_crops not in (1, 5, 10):
-            raise ValueError("num_crops must be 1 (centre), 5 (corners + centre) or 10 (and their flips)")
+        check_views(frames, crops)
         self.cache = cache if isinstance(cache, VideoCache) else VideoCache(cache)
         self.items = list(items)
         if not self.items:
@@ -203,13 +206,13 @@ class _StreamDataset(Dataset):
         self.labels = [int(lab) for _, lab in self.items]
         self.num_videos = len(self.items)
         self.mode, self.crop_size, self.flip = mode, int(crop_size), flip
-        self.num_frames, self.num_crops = int(num_frames), int(num_crops)
+        self.frames, self.crops = int(frames), int(crops)
         for vid in self.video_ids:
             h, w = self.cache.frame_size(vid)
             if min(h, w) < crop_size:
                 raise ValueError(f"{vid}: frames are {h}x{w}, smaller than crop_size={crop_size}")
         # test items: (video, position) pairs
-        self.video_index = (np.repeat(np.arange(self.num_videos), self.num_frames)
+        self.video_index = (np.repeat(np.arange(self.num_videos), self.frames)
                             if mode == "test" else np.arange(self.num_videos))
 
     def __len__(self) -> int:
@@ -243,14 +246,12 @@ class _StreamDataset(Dataset):
                 x = self._flip(x)
             x = self._augment(x)
             return torch.from_numpy(np.ascontiguousarray(x)), label
-        k = i - v * self.num_frames
-        t = spaced_positions(first, last, self.num_frames)[k]
+        k = i - v * self.frames
+        t = spaced_positions(first, last, self.frames)[k]
         x = self._load(vid, t)
         _, h, w = x.shape
-        boxes = ten_crop_boxes(h, w, s)
-        boxes = boxes[4:5] if self.num_crops == 1 else boxes
-        views = [x[:, y0:y0 + s, x0:x0 + s] for y0, x0 in boxes]
-        if self.num_crops == 10:
+        views = [x[:, y0:y0 + s, x0:x0 + s] for y0, x0 in crop_boxes(h, w, s, self.crops)]
+        if self.crops == 10:
             views += [self._flip(c) for c in views]
         return torch.from_numpy(np.ascontiguousarray(np.stack(views))), label, v
 
@@ -269,8 +270,8 @@ class SpatialDataset(_StreamDataset):
     in_channels = 3
 
     def __init__(self, cache, items, mode="train", crop_size=224, flip=True, jitter: float = 0.2,
-                 num_frames=25, num_crops=10):
-        super().__init__(cache, items, mode, crop_size, flip, num_frames, num_crops)
+                 frames=TEST_FRAMES, crops=TEST_CROPS):
+        super().__init__(cache, items, mode, crop_size, flip, frames, crops)
         self.jitter = float(jitter) if mode == "train" else 0.0
 
     def _positions(self, vid):
@@ -311,10 +312,11 @@ class TemporalDataset(_StreamDataset):
     """
 
     def __init__(self, cache, items, mode="train", crop_size=224, L: int = 10, stacking: str = "stacking",
-                 bidirectional: bool = False, mean_subtraction: bool = True, flip=True, num_frames=25, num_crops=10):
-        super().__init__(cache, items, mode, crop_size, flip, num_frames, num_crops)
-        if stacking not in ("stacking", "trajectory"):
-            raise ValueError(f"stacking must be 'stacking' or 'trajectory', got {stacking!r}")
+                 bidirectional: bool = False, mean_subtraction: bool = True, flip=True, frames=TEST_FRAMES,
+                 crops=TEST_CROPS):
+        super().__init__(cache, items, mode, crop_size, flip, frames, crops)
+        if stacking not in STACK_MODES:
+            raise ValueError(f"stacking must be one of {STACK_MODES}, got {stacking!r}")
         if bidirectional and not self.cache.settings.get("backward"):
             raise CacheError(f"{self.cache.root}: bidirectional input needs backward flow; "
                              f"prepare the cache with --backward")
@@ -384,43 +386,124 @@ class MultiTaskDataset(Dataset):
         x, label = self.datasets[k][i - int(self.offsets[k])][:2]
         return x, label, k
 
-    @property
-    def balance_labels(self) -> list[int]:
-        """A label per sample that is unique per (task, class): what :class:`BalancedSampler` balances over."""
-        base = np.cumsum([0] + self.num_classes)
-        return [int(base[t] + lab) for t, lab in zip(self.task_ids, self.labels)]
-
 
 class BalancedSampler(Sampler[int]):
     """Indices with classes drawn uniformly, then a video uniformly within the class (paper §5: "256 training
-    videos drawn uniformly across the classes"). Deterministic in (seed, epoch); splits across DDP ranks.
+    videos drawn uniformly across the classes"). Deterministic in (seed, epoch). Data-parallel processes share
+    one order: the trainer's ``ChunkSampler`` gives each its slice of every global batch.
 
     Args:
         labels: a class label per dataset index.
-        num_samples: indices per epoch, over all ranks.
+        num_samples: indices per epoch.
         seed: base seed; call :meth:`set_epoch` each epoch.
-        rank, world_size: this process's share (rank r gets every world_size-th index from r).
     """
 
-    def __init__(self, labels, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, labels, num_samples: int, seed: int = 0):
         self.labels = np.asarray(labels)
         self.classes = np.unique(self.labels)
         self.by_class = [np.flatnonzero(self.labels == c) for c in self.classes]
         self.num_samples = int(num_samples)
-        self.seed, self.rank, self.world_size, self.epoch = int(seed), int(rank), int(world_size), 0
+        self.seed, self.epoch = int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def indices(self) -> np.ndarray:
-        """All ``num_samples`` indices of this epoch (every rank's)."""
+        """All ``num_samples`` indices of this epoch."""
         rng = np.random.default_rng([self.seed, self.epoch])
         cls = rng.integers(0, len(self.classes), self.num_samples)
         pick = rng.random(self.num_samples)
         return np.array([self.by_class[c][int(p * len(self.by_class[c]))] for c, p in zip(cls, pick)])
 
     def __iter__(self):
-        return iter(self.indices()[self.rank::self.world_size].tolist())
+        return iter(self.indices().tolist())
 
     def __len__(self) -> int:
-        return math.ceil((self.num_samples - self.rank) / self.world_size)
+        return self.num_samples
+
+
+# ---------------------------------------------------------------------------------------------- a run's data
+@dataclass
+class RunData:
+    """What a run trains and validates on.
+
+    Attributes:
+        train: training dataset in train mode; items ``(x, label)`` or, multitask, ``(x, label, task_id)``.
+        labels: one sampler label per training item: classes are drawn uniformly over these (§5); for multitask
+            they are unique per (task, class) pair.
+        val: one test-mode dataset per task (held-out training videos), items ``(views (V, C, H, W), label,
+            video_index)``; empty = no validation.
+        classes: class names per task.
+    """
+
+    train: Any
+    labels: list[int]
+    val: list[Any] = field(default_factory=list)
+    classes: list[list[str]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> list[int]:
+        return [len(c) for c in self.classes]
+
+
+def make_dataset(cfg: "TrainConfig", cache, items, mode: str, frames: int = TEST_FRAMES, crops: int = TEST_CROPS):
+    """The stream's dataset for ``items`` with ``cfg``'s input settings (a :class:`SpatialDataset` or a
+    :class:`TemporalDataset`); in test mode ``frames`` equally spaced frames (stacks) x ``crops`` views (§6)."""
+    if cfg.stream == "spatial":
+        return SpatialDataset(cache, items, mode=mode, crop_size=cfg.crop_size, flip=cfg.flip, jitter=cfg.jitter,
+                              frames=frames, crops=crops)
+    return TemporalDataset(cache, items, mode=mode, crop_size=cfg.crop_size, L=cfg.L, stacking=cfg.stacking,
+                           bidirectional=cfg.bidirectional, mean_subtraction=cfg.mean_subtraction, flip=cfg.flip,
+                           frames=frames, crops=crops)
+
+
+def build_datasets(cfg: "TrainConfig") -> RunData:
+    """Training set (train videos minus a held-out part per class, :func:`holdout`) and validation sets (the
+    held-out part, test mode with ``val_frames`` x ``val_crops`` views) for each dataset of ``cfg``; several
+    datasets = multitask (§4), or one softmax over their classes (``heads="shared"``)."""
+    train_sets, val_sets, classes = [], [], []
+    excluded = set(cfg.exclude_classes)
+    seen: set[str] = set()
+    for k, (name, root, cache_dir) in enumerate(zip(cfg.datasets, cfg.roots, cfg.caches)):
+        split = load_split(name, root, cfg.split)
+        cache = VideoCache(cache_dir)
+        items = items_for(split, "train", cache)
+        if k > 0:
+            seen.update(split.classes)
+            items = [(v, lab) for v, lab in items if split.classes[lab] not in excluded]
+        tr_items, val_items = holdout(items, fraction=cfg.val_fraction, seed=cfg.seed)
+        train_sets.append((cache, tr_items))
+        if val_items and (k == 0 or cfg.heads == "per_dataset"):
+            val_sets.append(make_dataset(cfg, cache, val_items, "test", frames=cfg.val_frames, crops=cfg.val_crops))
+        classes.append(list(split.classes))
+    if excluded - seen:
+        raise ValueError(f"exclude_classes: {sorted(excluded - seen)} are not classes of {cfg.datasets[1:]}")
+    if len(train_sets) > 1 and cfg.heads == "shared":
+        return _shared_head_data(cfg, train_sets, val_sets, classes, excluded)
+    train_sets = [make_dataset(cfg, cache, items, "train") for cache, items in train_sets]
+    if len(val_sets) not in (0, len(train_sets)):
+        val_sets = []  # one dataset has no held-out video: validate none rather than a partial mean
+    if len(train_sets) == 1:
+        return RunData(train_sets[0], list(train_sets[0].labels), val_sets, classes)
+    mt = MultiTaskDataset(train_sets)
+    offsets = np.cumsum([0] + [len(c) for c in classes])  # (task, class) -> one sampler label
+    labels = [int(offsets[t] + lab) for lab, t in zip(mt.labels, mt.task_ids)]
+    return RunData(mt, labels, val_sets, classes)
+
+
+def _shared_head_data(cfg: "TrainConfig", train_sets, val_sets, classes, excluded) -> RunData:
+    """One softmax over the target's classes followed by the other datasets' kept classes (Table 2, row 3).
+
+    The target (first dataset) keeps its labels 0..n-1, so its validation set is unchanged."""
+    union = list(classes[0])
+    sets = [make_dataset(cfg, train_sets[0][0], train_sets[0][1], "train")]
+    for (cache, items), names in zip(train_sets[1:], classes[1:]):
+        mapping = {}
+        for lab, c in enumerate(names):
+            if c not in excluded:
+                mapping[lab] = len(union)
+                union.append(c if c not in union else f"{c} ({cache.settings['dataset']})")
+        sets.append(make_dataset(cfg, cache, [(v, mapping[lab]) for v, lab in items], "train"))
+    train = torch.utils.data.ConcatDataset(sets)
+    labels = [lab for d in sets for lab in d.labels]
+    return RunData(train, labels, val_sets, [union])

@@ -7,15 +7,15 @@ scores across the sampled frames and crops therein."
 
 A test-mode dataset (:class:`twostream_lib.data.SpatialDataset` / ``TemporalDataset`` with ``mode="test"``)
 has one item per (video, frame): ``(views (10, C, H, W), label, video_index)``; :func:`predict_videos` averages
-the softmax over a video's 25 x 10 views -> ``(num_videos, num_classes)``. :func:`evaluate_checkpoint` does this for a trained
-run's test (or training) videos and writes a score file for :mod:`twostream_lib.fusion`.
+the softmax over a video's 25 x 10 views -> ``(num_videos, num_classes)``. :func:`evaluate_checkpoint` does this
+for a trained run's test (or training) videos and writes a score file (:mod:`twostream_lib.scores`) for
+:mod:`twostream_lib.fusion`; :func:`cached_scores` reuses such a file while its checkpoint and protocol are the
+same. The protocol's constants live in :mod:`twostream_lib.protocol`.
 
     python -m twostream_lib evaluate runs/lab_spatial/best.pt --subset test --out runs/lab_spatial/test_scores.npz
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -27,15 +27,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import config_from_dict
+from .data import VideoCache, items_for, make_dataset
+from .errors import ArgumentParser, UserError, run_cli
+from .models import build_model_for
+from .protocol import TEST_CROPS, TEST_FRAMES, check_views
+from .runtime import autocast, resolve_device, set_cpu_threads
+from .scores import ScoreFileError, load_scores, save_scores
+from .splits import load_split
 
-__all__ = ["predict_videos", "video_score_sums", "evaluate_checkpoint", "load_model_from_checkpoint", "summarize",
-           "main"]
+__all__ = ["predict_videos", "video_score_sums", "evaluate_checkpoint", "cached_scores",
+           "load_model_from_checkpoint", "summarize", "ClassListError", "main"]
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+class ClassListError(UserError, ValueError):
+    """A checkpoint's classes are not the dataset's (other names, another order, another count)."""
 
 
 def _num_videos(dataset) -> int:
@@ -43,7 +50,7 @@ def _num_videos(dataset) -> int:
 
 
 def _items_per_video(dataset) -> int:
-    return int(getattr(dataset, "num_frames", 1)) if hasattr(dataset, "video_index") else 1
+    return int(getattr(dataset, "frames", 1)) if hasattr(dataset, "video_index") else 1
 
 
 @torch.no_grad()
@@ -88,7 +95,7 @@ def video_score_sums(model: nn.Module, dataset, device: str | torch.device = "cp
                 xs = flat[s:s + max_views].to(device, non_blocking=True)
                 if channels_last:
                     xs = xs.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, amp):
+                with autocast(device, amp):
                     logits = model(xs) if task is None else model(xs, task=task)
                 if isinstance(logits, (list, tuple)):
                     raise ValueError("predict_videos: the model has several heads (multitask, §4); pass task=k")
@@ -145,9 +152,6 @@ def summarize(scores: np.ndarray, labels: Sequence[int], num_classes: int) -> di
 def load_model_from_checkpoint(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild a trained net from a checkpoint written by :mod:`twostream_lib.train` ->
     ``(model in eval mode, TrainConfig, checkpoint dict)``. Loads with ``weights_only=True``."""
-    from .config import config_from_dict
-    from .train import build_model_for, load_checkpoint
-
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     cfg = config_from_dict(ckpt["config"], source=f"{ckpt_path} (config)")
     model = build_model_for(cfg, ckpt["num_classes"])
@@ -155,8 +159,23 @@ def load_model_from_checkpoint(ckpt_path: str | os.PathLike, device: str | torch
     return model.to(device).eval(), cfg, ckpt
 
 
+def check_classes(ckpt_path, ckpt: dict, task: int, shared: bool, classes: list[str], where: str) -> None:
+    """The checkpoint's head ``task`` must have been trained on exactly ``classes``, in this order (with one
+    shared softmax, the target's classes come first in the union). Otherwise the scores would be written under
+    the wrong class names: refuse, showing both lists."""
+    if "classes" not in ckpt:
+        raise CheckpointError(f"{ckpt_path} records no class list; it was not written by twostream_lib.train")
+    trained = list(ckpt["classes"][0 if shared else task])
+    if shared:
+        trained = trained[:len(classes)]
+    if trained != list(classes):
+        raise ClassListError(f"{ckpt_path} was trained on the classes {trained} ({len(trained)}), but {where} lists "
+                             f"{list(classes)} ({len(classes)}): another class list or order; evaluate it on the "
+                             f"dataset it was trained on")
+
+
 def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out: str | os.PathLike | None = None,
-                        frames: int = 25, crops: int = 10, task: int = 0, device: str = "auto",
+                        frames: int = TEST_FRAMES, crops: int = TEST_CROPS, task: int = 0, device: str = "auto",
                         batch_videos: int = 1, workers: int | None = None, progress: bool = True,
                         root: str | None = None, cache: str | None = None, amp: bool | None = None) -> dict:
     """Score every video of ``subset`` (``"test"``, or ``"train"`` — all training videos, held-out ones
@@ -165,19 +184,14 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     softmax averaged.
 
     For a multitask checkpoint ``task`` picks the dataset (index into the config's ``datasets``) and its head.
-    ``root``/``cache`` override the dataset root / cache recorded in the checkpoint's config.
-    Writes ``out`` (if given) with :func:`twostream_lib.fusion.save_scores`. Returns ``dict(accuracy,
-    mean_class_accuracy, per_class_accuracy, confusion, scores (N, C), labels, video_ids, classes, out)``.
+    ``root``/``cache`` override the dataset root / cache recorded in the checkpoint's config. The dataset's
+    classes must be the checkpoint's (:class:`ClassListError` otherwise). Writes ``out`` (if given) with
+    :func:`twostream_lib.scores.save_scores`. Returns ``dict(accuracy, mean_class_accuracy, per_class_accuracy,
+    confusion, scores (N, C), labels, video_ids, classes, out)``.
     """
-    from . import data, fusion
-    from .splits import load_split
-    from .train import make_dataset, resolve_device, set_cpu_threads
-
     if subset not in ("test", "train"):
         raise ValueError(f"evaluate_checkpoint: subset must be 'test' or 'train', got {subset!r}")
-    if crops not in (1, 5, 10):
-        raise ValueError(f"evaluate_checkpoint: crops must be 1 (centre), 5 (corners + centre) or 10 (and their "
-                         f"flips), got {crops}")
+    check_views(frames, crops, "evaluate_checkpoint")
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(ckpt_path, dev)
     workers = cfg.workers if workers is None else workers
@@ -185,54 +199,91 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     if not 0 <= task < cfg.num_tasks:
         raise ValueError(f"{ckpt_path}: task {task} out of range; the run trained on {cfg.datasets}")
     multitask = cfg.num_tasks > 1
+    shared = cfg.heads == "shared" and len(cfg.datasets) > 1
     root = root or cfg.roots[task]
-    cache_dir = cache or cfg.caches[task]
     split = load_split(cfg.datasets[task], root, cfg.split)
-    vc = data.VideoCache(cache_dir)
-    items = data.items_for(split, subset, vc)
-    ds = make_dataset(cfg, vc, items, mode="test", num_frames=frames, num_crops=crops)
+    classes = list(split.classes)
+    check_classes(ckpt_path, ckpt, task, shared, classes, f"{root} ({cfg.datasets[task]} split {cfg.split})")
+    vc = VideoCache(cache or cfg.caches[task])
+    ds = make_dataset(cfg, vc, items_for(split, subset, vc), mode="test", frames=frames, crops=crops)
     use_amp = (cfg.amp and dev.type == "cuda") if amp is None else amp
     scores = predict_videos(model, ds, dev, batch_videos=batch_videos, progress=progress,
-                            task=task if multitask else None,
-                            workers=workers, amp=use_amp,
+                            task=task if multitask else None, workers=workers, amp=use_amp,
                             channels_last=cfg.channels_last)
-    classes = list(split.classes)
-    if cfg.heads == "shared" and len(cfg.datasets) > 1:
+    if shared:
         # one softmax over the union of classes (Table 2, row 3): score the target over its own classes,
         # which come first in the union
         scores = scores[:, :len(classes)]
         scores = scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-12)
     labels = np.asarray(ds.labels, dtype=np.int64)
-    video_ids = list(ds.video_ids)
     result = summarize(scores, labels, len(classes))
-    result.update(scores=scores, labels=labels, video_ids=video_ids, classes=classes, out=None)
+    result.update(scores=scores, labels=labels, video_ids=list(ds.video_ids), classes=classes, out=None)
     if out is not None:
-        meta = dict(checkpoint=str(ckpt_path), step=int(ckpt.get("step", -1)), subset=subset, frames=frames,
-                    crops=crops, stream=cfg.stream, dataset=cfg.datasets[task], split=cfg.split, task=task,
+        meta = dict(checkpoint=str(Path(ckpt_path).resolve()), checkpoint_stamp=_stamp(ckpt_path),
+                    step=int(ckpt.get("step", -1)), subset=subset, frames=frames, crops=crops, stream=cfg.stream,
+                    dataset=cfg.datasets[task], root=str(Path(root).resolve()), split=cfg.split, task=task,
                     arch=cfg.arch, name=cfg.name, accuracy=result["accuracy"],
                     mean_class_accuracy=result["mean_class_accuracy"])
-        result["out"] = str(fusion.save_scores(out, scores, labels, video_ids, classes, meta))
+        result["out"] = str(save_scores(out, scores, labels, result["video_ids"], classes, meta))
     return result
+
+
+def _stamp(path: str | os.PathLike) -> str:
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def cached_scores(ckpt_path: str | os.PathLike, out: str | os.PathLike, subset: str = "test",
+                  frames: int = TEST_FRAMES, crops: int = TEST_CROPS, task: int = 0, **kwargs) -> dict:
+    """:func:`evaluate_checkpoint`'s result, read back from the score file ``out`` when that file was written
+    for this very checkpoint (same path, size and modification time) with the same protocol (subset, frames,
+    crops, task); otherwise evaluated afresh and written to ``out``. ``kwargs`` go to
+    :func:`evaluate_checkpoint` (``device``, ``workers``, ``root``, ...; a ``root`` must match the file's too)."""
+    out = Path(out)
+    want = dict(checkpoint=str(Path(ckpt_path).resolve()), checkpoint_stamp=_stamp(ckpt_path), subset=subset,
+                frames=frames, crops=crops, task=task)
+    if kwargs.get("root"):
+        want["root"] = str(Path(kwargs["root"]).resolve())
+    if out.is_file():
+        try:
+            s = load_scores(out)
+        except ScoreFileError:
+            s = None  # unreadable: evaluate again and overwrite it
+        if s is not None and all(s["meta"].get(k) == v for k, v in want.items()):
+            r = summarize(s["scores"], s["labels"], len(s["classes"]))
+            r.update(scores=s["scores"], labels=s["labels"], video_ids=s["video_ids"], classes=s["classes"],
+                     out=str(out))
+            return r
+    kwargs.setdefault("progress", False)
+    return evaluate_checkpoint(ckpt_path, subset=subset, out=out, frames=frames, crops=crops, task=task, **kwargs)
+
+
+def _positive(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise ValueError
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m twostream_lib evaluate CKPT --subset test --out scores.npz [--frames 25 --crops 10]``."""
-    p = argparse.ArgumentParser(prog="python -m twostream_lib evaluate",
-                                description="Video-level scores of a checkpoint by the paper's protocol (§6).")
+    p = ArgumentParser(prog="python -m twostream_lib evaluate",
+                       description="Video-level scores of a checkpoint by the paper's protocol (§6).")
     p.add_argument("checkpoint", help="a checkpoint written by `train` (best.pt or last.pt)")
     p.add_argument("--subset", default="test", choices=("test", "train"),
                    help="test videos, or all training videos (for SVM fusion)")
     p.add_argument("--out", default=None, help="score file to write (.npz), read by `fuse`")
-    p.add_argument("--frames", type=int, default=25, help="equally spaced frames / stacks per video (paper: 25)")
-    p.add_argument("--crops", type=int, default=10, choices=(1, 5, 10),
+    p.add_argument("--frames", type=_positive, default=TEST_FRAMES,
+                   help="equally spaced frames / stacks per video (paper: 25), >= 1")
+    p.add_argument("--crops", type=int, default=TEST_CROPS, choices=(1, 5, 10),
                    help="10 = 4 corners + centre and their flips (paper); 5 = no flips; 1 = centre")
     p.add_argument("--task", type=int, default=0, help="multitask runs: which dataset/head (index in `datasets`)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-videos", type=int, default=1)
+    p.add_argument("--batch-videos", type=_positive, default=1, help="videos per forward batch")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's)")
     p.add_argument("--root", default=None, help="override the dataset root recorded in the checkpoint")
     p.add_argument("--cache", default=None, help="override the cache recorded in the checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     r = evaluate_checkpoint(a.checkpoint, subset=a.subset, out=a.out, frames=a.frames, crops=a.crops, task=a.task,
                             device=a.device, batch_videos=a.batch_videos, workers=a.workers,
@@ -246,4 +297,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

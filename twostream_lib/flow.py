@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .errors import UserError
+
 __all__ = [
     "FLOW_METHODS",
     "ESTIMATOR_METHODS",
@@ -277,7 +279,7 @@ def estimate_flow(prev: np.ndarray, nxt: np.ndarray, method: str = "tvl1", **par
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class FlowFileError(ValueError):
+class FlowFileError(UserError, ValueError):
     """A ground-truth flow file is missing, unreadable or has the wrong shape. The message names the file."""
 
 

@@ -80,7 +80,6 @@ __all__ = [
     "render_clip",
     "make_lab_datasets",
     "generate_clip",
-    "frame_strip",
     "flow_path",
 ]
 
@@ -1182,18 +1181,3 @@ def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int =
             "datasets": old_ds, "last_run_seconds": round(time.time() - t0, 2), "generated_clips": len(todo)}
     _atomic_text(info_path, json.dumps(info, indent=1, default=list))
     return {ds: len(all_specs[ds]) for ds in datasets}
-
-
-def frame_strip(frames: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
-    """A horizontal strip of ``n`` equally spaced frames of ``(T, H, W, 3)`` uint8 video,
-    separated by ``gap`` white pixels: ``(H, n*W + (n-1)*gap, 3)`` uint8."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    n = max(1, min(n, len(frames)))
-    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
-    T, H, W, _ = frames.shape
-    out = np.full((H, n * W + (n - 1) * gap, 3), 255, np.uint8)
-    for i, j in enumerate(idx):
-        out[:, i * (W + gap):i * (W + gap) + W] = frames[j]
-    return out

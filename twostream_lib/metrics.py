@@ -1,4 +1,4 @@
-"""Accuracy measures and video-level score pooling (paper §6).
+"""Accuracy measures of video-level scores (paper §6; the pooling itself is :mod:`twostream_lib.evaluate`).
 
 All functions take NumPy arrays (or anything ``np.asarray`` accepts, e.g. CPU tensors). ``scores`` are
 ``(N, C)`` class scores (softmax probabilities, logits or SVM decision values: only their argmax matters here);
@@ -16,7 +16,6 @@ __all__ = [
     "per_class_accuracy",
     "mean_class_accuracy",
     "confusion_matrix",
-    "video_scores",
 ]
 
 
@@ -84,27 +83,6 @@ def confusion_matrix(pred, labels, num_classes: int) -> np.ndarray:
             raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{a.min()}, {a.max()}]")
     return np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes)
-
-
-def video_scores(clip_scores, video_index, num_videos: int) -> np.ndarray:
-    """Average the scores of each video's views (§6: 25 frames or stacks x 10 crops per video).
-
-    ``clip_scores``: ``(N, C)``; ``video_index``: ``(N,)`` ints in ``[0, num_videos)`` naming each row's video.
-    Returns ``(num_videos, C)`` float64. Every video must have at least one view.
-    """
-    s = np.asarray(clip_scores, dtype=np.float64)
-    idx = np.asarray(video_index).astype(np.int64)
-    if s.ndim != 2 or idx.shape != (s.shape[0],):
-        raise ValueError(f"clip_scores must be (N, C) and video_index (N,), got {s.shape} and {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= num_videos):
-        raise ValueError(f"video_index must lie in [0, {num_videos}), got range [{idx.min()}, {idx.max()}]")
-    counts = np.bincount(idx, minlength=num_videos)
-    if (counts == 0).any():
-        missing = np.flatnonzero(counts == 0)
-        raise ValueError(f"{len(missing)} video(s) have no views, e.g. index {missing[:5].tolist()}")
-    out = np.zeros((num_videos, s.shape[1]))
-    np.add.at(out, idx, s)
-    return out / counts[:, None]
 
 
 def pair_accuracy(scores: np.ndarray, labels, a: int, b: int) -> tuple[float, int]:

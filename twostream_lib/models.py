@@ -32,10 +32,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 __all__ = [
     "CNN_M_LRN",
@@ -50,10 +54,10 @@ __all__ = [
     "multitask_losses",
     "resnet",
     "cross_modality_init",
-    "adapt_first_conv",
     "set_finetune_mode",
     "head_parameters",
     "build_model",
+    "build_model_for",
     "count_parameters",
     "layer_table",
 ]
@@ -260,12 +264,16 @@ class MultiTaskNet(_TrunkHeadNet):
         return [h(f) for h in self.heads]
 
 
-def multitask_losses(logits_list: Sequence[torch.Tensor], labels: torch.Tensor,
-                     task_ids: torch.Tensor) -> list[torch.Tensor | None]:
-    """Per-task cross-entropy (§4): head ``k``'s mean loss over the samples with ``task_ids == k`` only.
+def multitask_losses(logits_list: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor,
+                     task_counts: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Per-task cross-entropy (§4): head ``k``'s loss over the samples with ``task_ids == k`` only, summed and
+    divided by ``task_counts[k]`` — by default the number of such samples in this batch (the mean). Data-parallel
+    training passes the counts of the *global* batch, so that the processes' losses add up to the loss of one
+    process holding the whole batch.
 
     ``logits_list``: ``[(B, C_k)]``; ``labels``, ``task_ids``: ``(B,)`` integer tensors (a label indexes its own
-    task's classes). Returns one scalar per task, or ``None`` for a task with no sample in the batch.
+    task's classes). Returns one scalar per task. A task with no sample here gives ``0 * logits.sum()``: zero,
+    but its head still takes part in the graph (DDP needs a gradient, even a zero one, for every parameter).
     """
     labels = torch.as_tensor(labels, device=logits_list[0].device).long()
     task_ids = torch.as_tensor(task_ids, device=logits_list[0].device).long()
@@ -273,24 +281,24 @@ def multitask_losses(logits_list: Sequence[torch.Tensor], labels: torch.Tensor,
         raise ValueError(f"labels {tuple(labels.shape)} and task_ids {tuple(task_ids.shape)} must be equal 1-D")
     if task_ids.numel() and (task_ids.min() < 0 or task_ids.max() >= len(logits_list)):
         raise ValueError(f"task_ids must lie in [0, {len(logits_list)}), got {task_ids.unique().tolist()}")
-    out: list[torch.Tensor | None] = []
+    if task_counts is None:
+        task_counts = torch.bincount(task_ids, minlength=len(logits_list))
+    out = []
     for k, logits in enumerate(logits_list):
         mask = task_ids == k
-        out.append(F.cross_entropy(logits[mask], labels[mask]) if bool(mask.any()) else None)
+        ce = F.cross_entropy(logits[mask], labels[mask], reduction="sum")  # 0 for no sample
+        out.append(ce / task_counts[k].clamp(min=1) + 0.0 * logits.sum())
     return out
 
 
-def multitask_loss(logits_list: Sequence[torch.Tensor], labels: torch.Tensor,
-                   task_ids: torch.Tensor) -> torch.Tensor:
+def multitask_loss(logits_list: Sequence[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor,
+                   task_counts: torch.Tensor | None = None) -> torch.Tensor:
     """The multitask training loss (§4): "the sum of the individual tasks' losses".
 
     Each head's cross-entropy is averaged over its own dataset's samples only; a task absent from the batch
-    contributes 0 (never NaN). Shapes as in :func:`multitask_losses`. Returns a scalar tensor.
+    contributes 0 (never NaN). Arguments as in :func:`multitask_losses`. Returns a scalar tensor.
     """
-    parts = [p for p in multitask_losses(logits_list, labels, task_ids) if p is not None]
-    if not parts:  # empty batch
-        return sum(l.sum() for l in logits_list) * 0.0
-    return torch.stack(parts).sum()
+    return torch.stack(multitask_losses(logits_list, labels, task_ids, task_counts)).sum()
 
 
 def cnn_m_2048(in_channels: int = 3, num_classes: int = 101, dropout: float = 0.5, width: float = 1.0,
@@ -340,18 +348,6 @@ def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
             parent_name, _, attr = name.rpartition(".")
             return model.get_submodule(parent_name) if parent_name else model, attr, m
     raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer")
-
-
-def adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
-    """Replace ``model``'s first ``nn.Conv2d`` by a cross-modality initialised one with ``in_channels`` inputs
-    (:func:`cross_modality_init`), e.g. to start a temporal net (2L = 20 channels) from an RGB net.
-    Modifies ``model`` in place and returns it."""
-    parent, attr, conv = _first_conv(model)
-    setattr(parent, attr, cross_modality_init(conv, conv.weight, in_channels))
-    for m in model.modules():
-        if isinstance(m, CNNMTrunk):
-            m.in_channels = in_channels
-    return model
 
 
 def resnet(depth: int = 18, in_channels: int = 3, num_classes: int | Sequence[int] = 101,
@@ -445,6 +441,15 @@ def build_model(arch: str = "cnn_m_2048", in_channels: int = 3, num_classes: int
             raise ValueError(f"build_model: width={width} applies to cnn_m_2048 only, not {arch}")
         return resnet(int(arch[6:]), in_channels, num_classes, pretrained, dropout)
     raise ValueError(f"build_model: unknown arch {arch!r}; use 'cnn_m_2048', 'resnet18' or 'resnet50'")
+
+
+def build_model_for(cfg: "TrainConfig", num_classes: Sequence[int] | int) -> StreamNet | MultiTaskNet:
+    """The stream net a run config asks for (:func:`build_model` with ``cfg``'s arch, input channels, dropout,
+    width, crop size, conv2 LRN and pre-training); several class counts = one head per dataset (§4)."""
+    nc = [int(num_classes)] if isinstance(num_classes, int) else [int(c) for c in num_classes]
+    return build_model(arch=cfg.arch, in_channels=cfg.in_channels, num_classes=nc[0] if len(nc) == 1 else nc,
+                       dropout=cfg.dropout, width=cfg.width, input_size=cfg.crop_size,
+                       conv2_norm=cfg.use_conv2_norm, pretrained=cfg.pretrained)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -21,7 +21,6 @@ manifest's ``failed`` list and on stderr; the other videos are unaffected.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import math
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import UserError
+from .errors import ArgumentParser, UserError
 from .files import FolderLock, atomic_write_json
 from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, gt_flow_path, load_gt_flow, quantize_flow, resize_flow
 from .splits import DATASETS, load_split
@@ -390,7 +389,7 @@ def prepare_lab(data_dir: str | os.PathLike = "data", scale: str = "small", flow
 
 def lab_main(argv: list[str] | None = None) -> int:
     """``python -m twostream_lib lab --scale small``: the lab datasets and the caches the chapters use."""
-    ap = argparse.ArgumentParser(prog="python -m twostream_lib lab", description=prepare_lab.__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m twostream_lib lab", description=prepare_lab.__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data", help="data folder (default: data)")
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "full"])
     ap.add_argument("--flow", default="dis", choices=FLOW_METHODS)
@@ -406,7 +405,7 @@ def lab_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m twostream_lib prepare", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m twostream_lib prepare", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, choices=DATASETS)
     ap.add_argument("--root", required=True, help="dataset root in the official layout")
     ap.add_argument("--cache", required=True, help="output cache folder")

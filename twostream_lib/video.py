@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import UserError
+
 __all__ = [
     "VideoError",
     "read_video",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """A video could not be read or written. The message names the file and the problem."""
 
 
