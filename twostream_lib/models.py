@@ -32,14 +32,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 __all__ = [
     "CNN_M_LRN",
@@ -443,8 +439,9 @@ def build_model(arch: str = "cnn_m_2048", in_channels: int = 3, num_classes: int
     raise ValueError(f"build_model: unknown arch {arch!r}; use 'cnn_m_2048', 'resnet18' or 'resnet50'")
 
 
-def build_model_for(cfg: "TrainConfig", num_classes: Sequence[int] | int) -> StreamNet | MultiTaskNet:
-    """The stream net a run config asks for (:func:`build_model` with ``cfg``'s arch, input channels, dropout,
+def build_model_for(cfg, num_classes: Sequence[int] | int) -> StreamNet | MultiTaskNet:
+    """The stream net a run config (a :class:`~twostream_lib.config.TrainConfig`) asks for (:func:`build_model`
+    with ``cfg``'s arch, input channels, dropout,
     width, crop size, conv2 LRN and pre-training); several class counts = one head per dataset (§4)."""
     nc = [int(num_classes)] if isinstance(num_classes, int) else [int(c) for c in num_classes]
     return build_model(arch=cfg.arch, in_channels=cfg.in_channels, num_classes=nc[0] if len(nc) == 1 else nc,
