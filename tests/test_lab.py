@@ -10,6 +10,7 @@ import pytest
 
 from twostream_lib.flow import load_gt_flow
 from twostream_lib import lab, viz
+from twostream_lib.lab import classes as lab_classes, render as lab_render, writer as lab_writer
 from twostream_lib.splits import load_split
 from twostream_lib.video import read_video, write_video
 
@@ -51,7 +52,7 @@ def test_class_metadata_is_consistent():
     for u, h in lab.SHARED_CLASSES:
         assert u in lab.LAB_UCF_CLASSES and h in lab.LAB_HMDB_CLASSES
         assert u.lower() == h.replace("_", "")                      # same name up to case convention
-        assert lab._CLASS_ACTION[u] == lab._CLASS_ACTION[h]         # same motion
+        assert lab_classes.CLASS_ACTION[u] == lab_classes.CLASS_ACTION[h]         # same motion
     assert lab.class_info("lab-hmdb")["shared"]["wave"] == "Wave"
     with pytest.raises(ValueError, match="unknown lab dataset"):
         lab.class_info("ucf101")
@@ -90,10 +91,10 @@ def test_ucf_groups_never_in_train_and_test(lab_root_tiny, split):
 
 def test_ucf_test_groups_scale_like_ucf101():
     # UCF-101 (25 groups): split k tests groups 7(k-1)+1 .. 7k
-    assert [list(lab._ucf_test_groups(25, k)) for k in (1, 2, 3)] == \
+    assert [list(lab_writer._ucf_test_groups(25, k)) for k in (1, 2, 3)] == \
         [list(range(1, 8)), list(range(8, 15)), list(range(15, 22))]
     for g in (3, 5, 12):
-        blocks = [set(lab._ucf_test_groups(g, k)) for k in (1, 2, 3)]
+        blocks = [set(lab_writer._ucf_test_groups(g, k)) for k in (1, 2, 3)]
         assert all(b and len(b) < g and max(b) <= g for b in blocks)   # some groups always train
         assert not (blocks[0] & blocks[1]) and not (blocks[1] & blocks[2])
 
@@ -126,7 +127,7 @@ def test_gt_flow_with_camera_motion_is_exact_on_background():
     """A clip whose camera moves: the background flow is the camera's, and it warps to ~1 grey level."""
     for idx in range(40):
         spec = lab.clip_spec("lab-ucf", "Wave", idx, seed=0, scale="small", n_frames=10)
-        sc = lab._build_scene(spec)
+        sc = lab_render._build_scene(spec)
         if np.ptp(sc.fx) > 3:   # a pan
             break
     else:
@@ -196,7 +197,7 @@ def test_motion_pairs_have_the_same_pose_statistics():
 def test_pair_member_is_exact_time_reversal(monkeypatch):
     spec = lab.clip_spec("lab-ucf", "SitDown", 3, seed=0, scale="tiny")
     frames, _ = lab.render_clip(spec, noise=False)
-    monkeypatch.setitem(lab._CLASS_ACTION, "SitDown", ("sit", True))
+    monkeypatch.setitem(lab_classes.CLASS_ACTION, "SitDown", ("sit", True))
     reversed_frames, _ = lab.render_clip(spec, noise=False)
     np.testing.assert_array_equal(reversed_frames, frames[::-1])
 

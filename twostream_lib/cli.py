@@ -2,7 +2,7 @@
 
 Commands (each is the ``main(argv)`` of its module; ``--help`` on each lists its flags):
 
-    lab       lab datasets of a scale + their caches     (twostream_lib.prepare.prepare_lab)
+    lab       lab datasets of a scale + their caches     (twostream_lib.lab.prepare_lab)
     prepare   dataset root -> frame + flow cache        (twostream_lib.prepare)
     train     YAML config + key=value overrides -> run  (twostream_lib.train)
     evaluate  checkpoint -> video-level score file      (twostream_lib.evaluate)
@@ -16,7 +16,7 @@ import sys
 from .errors import run_cli
 
 COMMANDS = {
-    "lab": "twostream_lib.prepare:lab_main",
+    "lab": "twostream_lib.lab.writer:lab_main",
     "prepare": "twostream_lib.prepare",
     "train": "twostream_lib.train",
     "evaluate": "twostream_lib.evaluate",

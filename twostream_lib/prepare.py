@@ -45,7 +45,7 @@ from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, gt_flow_path, load
 from .splits import DATASETS, load_split
 from .video import read_video, short_side_size
 
-__all__ = ["CacheError", "prepare", "prepare_lab", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
+__all__ = ["CacheError", "prepare", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
            "FORMAT_VERSION", "encode_jpegs"]
 
 #: 2: each video's entry records its source file's size and mtime (a replaced video is prepared again)
@@ -355,53 +355,6 @@ def _progress(total: int, enabled: bool, desc: str):
         return _NoBar()
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="video")
-
-
-def prepare_lab(data_dir: str | os.PathLike = "data", scale: str = "small", flow: str = "dis",
-                workers: int = 2, seed: int = 0,
-                datasets: tuple[str, ...] = ("lab-ucf", "lab-hmdb"), progress: bool = False) -> dict:
-    """Make sure the lab datasets of ``scale`` and their caches exist (generating and preparing what is missing).
-
-    The chapters call this first, so each runs on its own from a fresh clone. Layout::
-
-        <data_dir>/lab/<scale>/lab-ucf, lab-hmdb                      the datasets (official layouts)
-        <data_dir>/cache/<scale>/<dataset>-<flow>                       their frame + flow caches
-
-    The caches hold forward and backward flow, so every temporal input of §3.1 (bi-directional too) reads them.
-
-    Returns:
-        ``{dataset: {"root": Path, "cache": Path}}``.
-    """
-    from .lab import make_lab_datasets
-
-    data_dir = Path(data_dir)
-    lab_root = data_dir / "lab" / scale
-    make_lab_datasets(lab_root, scale=scale, seed=seed, workers=workers, progress=progress, datasets=datasets)
-    out = {}
-    for ds in datasets:
-        cache = data_dir / "cache" / scale / f"{ds}-{flow}"
-        m = prepare(ds, lab_root / ds, cache, flow=flow, workers=workers, backward=flow != "gt", progress=progress)
-        if m["failed"]:
-            raise CacheError(f"{cache}: {len(m['failed'])} lab video(s) failed to prepare: {m['failed']}")
-        out[ds] = {"root": lab_root / ds, "cache": cache}
-    return out
-
-
-def lab_main(argv: list[str] | None = None) -> int:
-    """``python -m twostream_lib lab --scale small``: the lab datasets and the caches the chapters use."""
-    ap = ArgumentParser(prog="python -m twostream_lib lab", description=prepare_lab.__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="data", help="data folder (default: data)")
-    ap.add_argument("--scale", default="small", choices=["tiny", "small", "full"])
-    ap.add_argument("--flow", default="dis", choices=FLOW_METHODS)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    paths = prepare_lab(a.data, a.scale, flow=a.flow, workers=a.workers, seed=a.seed, progress=True)
-    for ds, p in paths.items():
-        print(f"{ds}: {p['root']} -> {p['cache']}")
-    print(f"lab {a.scale}: ready in {time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
