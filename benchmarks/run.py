@@ -43,14 +43,15 @@ from twostream_lib import lab as _lab  # noqa: E402
 from twostream_lib.data import SpatialDataset, TemporalDataset, VideoCache  # noqa: E402
 from twostream_lib.flow import DIS_PRESETS, FARNEBACK_DEFAULTS, TVL1_DEFAULTS, to_gray  # noqa: E402
 from twostream_lib.prepare import prepare  # noqa: E402
+from twostream_lib.splits import UCF101_MEAN_FRAMES, UCF101_VIDEOS  # noqa: E402
 from twostream_lib.video import read_video, write_video  # noqa: E402
 
 E2E_SMALL_MIN = 6  # minutes the lab `small` end-to-end run takes on 2 cores (measured)
 SECTIONS = ("flow", "loader", "train", "e2e", "gpu")
 CORES = os.cpu_count() or 1
 
-# UCF-101 arithmetic (Soomro et al. 2012: 13,320 clips, 27 h of video at 25 fps): 13,320 videos x ~185 frames.
-UCF_VIDEOS, UCF_FRAMES = 13_320, 185
+# UCF-101 arithmetic: its size, as the library records it (twostream_lib.splits)
+UCF_VIDEOS, UCF_FRAMES = UCF101_VIDEOS, UCF101_MEAN_FRAMES
 # The paper's temporal net: 80K iterations x 256 in ~1 day on 4 Titans (3.2x one GPU), §5 "Multi-GPU training".
 PAPER_ITERS, PAPER_BATCH, PAPER_SECONDS, PAPER_GPUS, PAPER_SPEEDUP = 80_000, 256, 86_400, 4, 3.2
 
@@ -815,7 +816,7 @@ def bottleneck(results: dict) -> list[str]:
                         f"feeding it needs ≈ {best_t / per_core_t:.0f} loader cores at this machine's per-core "
                         f"rate.", ""]
     L += [
-        "**Flow extraction.** UCF-101 has 13,320 videos x ~185 frames ≈ "
+        "**Flow extraction.** UCF-101 has 13,320 videos x ~180 frames ≈ "
         f"{pairs / 1e6:.2f}M frame pairs. Our TV-L1 pipeline (`prepare`, 320x240, section 1) runs at "
         f"{fmt(rate)} pairs/s per core, so one core needs {pairs:,} / {fmt(rate)} = **{fmt(hours1)} h** "
         f"(≈ {fmt(hours1 / 24)} days). `prepare`'s worker processes share nothing but the disk, so N free cores "

@@ -241,3 +241,19 @@ def test_fuse_cli_names_a_file_that_is_not_npz(tmp_path, capsys):
     assert fusion_main([str(bad), str(bad)]) == 2
     err = capsys.readouterr().err
     assert "notes.txt" in err and "not a readable .npz" in err and "Traceback" not in err
+
+
+def test_scorecard_round_trip(tmp_path):
+    from twostream_lib import scorecard
+
+    a = scorecard.Claim("x_vs_y", "04_temporal", "x beats y", 0.07, 0.05, 0.02, scorecard.beats(0.05, 0.02))
+    b = scorecard.Claim("z", "04_temporal", "z", None, 0.5, None, False)
+    scorecard.write("04_temporal", [a, b], tmp_path)
+    back = scorecard.load_all(tmp_path)
+    assert back == [a, b] and back[0].holds is True
+    t = scorecard.table(back)
+    assert list(t["reproduced"]) == ["✔", "✘"] and t.loc["x beats y", "lab (%)"] == "5.0"
+    with pytest.raises(ValueError, match="duplicate"):
+        scorecard.write("04_temporal", [a, a], tmp_path)
+    with pytest.raises(ValueError, match="finite"):
+        scorecard.Claim("n", "c", "n", None, float("nan"), None, False)

@@ -318,16 +318,20 @@ def test_resume_with_other_settings_refused(tmp_path):
               data=synth_data())
 
 
-def test_lab_config_points_at_the_lab_layout(tmp_path):
-    from twostream_lib.config import lab_config
+def test_run_config_names_data_and_runs_for_lab_and_real_data(tmp_path):
+    from twostream_lib.config import run_config
 
-    cfg = lab_config("lab_multitask", ["datasets=[lab-hmdb,lab-ucf]", "L=5"], name="mt", data_dir=tmp_path / "d",
+    cfg = run_config("lab_multitask", ["datasets=[lab-hmdb,lab-ucf]", "L=6"], name="mt", data_dir=tmp_path / "d",
                      scale="tiny", runs_dir=tmp_path / "r")
     assert cfg.roots == [str(tmp_path / "d/lab/tiny/lab-hmdb"), str(tmp_path / "d/lab/tiny/lab-ucf")]
     assert cfg.caches == [str(tmp_path / "d/cache/tiny/lab-hmdb-dis"), str(tmp_path / "d/cache/tiny/lab-ucf-dis")]
-    assert cfg.out_dir == str(tmp_path / "r/tiny/mt") and cfg.resume and cfg.L == 5 and cfg.name == "mt"
-    two = lab_config("lab_temporal", ["datasets=[lab-hmdb,lab-ucf]"], data_dir=tmp_path / "d")  # 1 -> 2 datasets
+    assert cfg.out_dir == str(tmp_path / "r/tiny/mt") and cfg.resume and cfg.L == 6 and cfg.name == "mt"
+    two = run_config("lab_temporal", ["datasets=[lab-hmdb,lab-ucf]"], data_dir=tmp_path / "d")  # 1 -> 2 datasets
     assert len(two.roots) == len(two.caches) == 2
+    real = run_config("multitask_temporal", name="mt", data_dir=tmp_path / "d", runs_dir=tmp_path / "r")
+    assert real.roots == [str(tmp_path / "d/ucf101"), str(tmp_path / "d/hmdb51")]
+    assert real.caches == [str(tmp_path / "d/cache/ucf101-tvl1"), str(tmp_path / "d/cache/hmdb51-tvl1")]
+    assert real.out_dir == str(tmp_path / "r/real/mt")
 
 
 # ------------------------------------------------------------------------------------------- run folders

@@ -26,7 +26,8 @@ from .flow import STACK_MODES
 from .models import CNN_M_MIN_INPUT
 from .protocol import CROP_CHOICES
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "lab_config", "CONFIG_DIR", "apply_overrides", "config_from_dict", "save_config"]
+__all__ = ["TrainConfig", "ConfigError", "load_config", "run_config", "dataset_paths", "CONFIG_DIR", "LAB_FLOW",
+           "REAL_FLOW", "apply_overrides", "config_from_dict", "save_config"]
 
 
 class ConfigError(UserError, ValueError):
@@ -331,28 +332,47 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 #: the repository's configs/ folder (beside the package)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: the flow method of the caches the book reads: DIS for the lab (fast on a CPU), TV-L1 for UCF-101/HMDB-51 (§3)
+LAB_FLOW, REAL_FLOW = "dis", "tvl1"
 
 
-def lab_config(base: str, overrides: list[str] | tuple[str, ...] = (), name: str | None = None,
+def dataset_paths(dataset: str, data_dir: str | os.PathLike = "data", scale: str = "small",
+                  flow: str | None = None) -> tuple[Path, Path]:
+    """``(root, cache)`` of ``dataset`` in the book's data layout::
+
+        lab:   <data_dir>/lab/<scale>/<dataset>     <data_dir>/cache/<scale>/<dataset>-<flow>   (flow: dis)
+        real:  <data_dir>/<dataset>                 <data_dir>/cache/<dataset>-<flow>           (flow: tvl1)
+
+    (``python -m twostream_lib lab`` and ``data_scripts/get_dataset.py --prepare`` write exactly these.)"""
+    data_dir = Path(data_dir)
+    if dataset.startswith("lab-"):
+        return data_dir / "lab" / scale / dataset, data_dir / "cache" / scale / f"{dataset}-{flow or LAB_FLOW}"
+    return data_dir / dataset, data_dir / "cache" / f"{dataset}-{flow or REAL_FLOW}"
+
+
+def run_config(base: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), name: str | None = None,
                data_dir: str | os.PathLike = "data", scale: str = "small", runs_dir: str | os.PathLike = "runs",
-               resume: bool = True) -> TrainConfig:
-    """A lab config (``configs/<base>.yaml``) with its data paths pointed at ``data_dir`` and ``scale`` (the layout
-    of :func:`twostream_lib.prepare.prepare_lab`) and its ``out_dir`` at ``runs_dir/scale/name``.
+               flow: str | None = None, resume: bool = True) -> TrainConfig:
+    """Config ``base`` (``configs/<base>.yaml``, or a path) with ``overrides``, its datasets' roots and caches at
+    :func:`dataset_paths`, and its ``out_dir`` at ``runs_dir/<scale>/<name>`` (lab data) or
+    ``runs_dir/real/<name>`` (UCF-101 / HMDB-51): the one place that names a run's data and folder, for the lab
+    and the real datasets alike.
 
     With ``resume`` (the default) a finished run with the same settings is reused as it is — chapters that share a
-    run (e.g. the spatial net of chapter 3 in chapter 6) train it once — and a run of other settings in that folder
-    is refused (see :func:`twostream_lib.train.train`).
+    run (e.g. the spatial net of chapter 3 in chapter 6) train it once — and a run of other settings in that
+    folder is refused (:func:`twostream_lib.train.train`).
     """
+    path = Path(base) if Path(base).suffix in (".yaml", ".yml") else CONFIG_DIR / f"{base}.yaml"
     # overrides first, unchecked: they may change the datasets (and so how many roots/caches there are)
-    cfg = apply_overrides(load_config(CONFIG_DIR / f"{base}.yaml"), list(overrides),
-                          source=f"lab_config({base!r}) (overrides)")
-    data_dir = Path(data_dir)
-    roots = [str(data_dir / "lab" / scale / d) for d in cfg.datasets]
-    caches = [str(data_dir / "cache" / scale / f"{d}-dis") for d in cfg.datasets]
-    out_dir = Path(runs_dir) / scale / (name or cfg.name)
-    return apply_overrides(cfg, [f"roots=[{','.join(roots)}]", f"caches=[{','.join(caches)}]",
-                                 f"out_dir={out_dir}", f"resume={str(resume).lower()}", f"name={name or cfg.name}"],
-                           source=f"lab_config({base!r})").validate(f"lab_config({base!r})")
+    cfg = apply_overrides(load_config(path), list(overrides), source=f"{path} (overrides)")
+    name = name or cfg.name
+    paths = [dataset_paths(d, data_dir, scale, flow) for d in cfg.datasets]
+    lab = all(d.startswith("lab-") for d in cfg.datasets)
+    out_dir = Path(runs_dir) / (scale if lab else "real") / name
+    return apply_overrides(cfg, [f"roots=[{','.join(str(r) for r, _ in paths)}]",
+                                 f"caches=[{','.join(str(c) for _, c in paths)}]",
+                                 f"out_dir={out_dir}", f"resume={str(resume).lower()}", f"name={name}"],
+                           source=f"run_config({path.name})").validate(f"run_config({path.name})")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

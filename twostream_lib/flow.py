@@ -57,6 +57,7 @@ __all__ = [
     "endpoint_error",
     "resize_flow",
     "backward_from_forward",
+    "warp",
     "STACK_MODES",
     "temporal_stack",
     "valid_starts",
@@ -78,15 +79,8 @@ DEFAULT_BOUND: float = 20.0
 # Estimators
 # ----------------------------------------------------------------------------------------------------------------
 
-#: TV-L1 (Zach et al. 2007, Wedel et al. 2009; ``cv2.optflow.DualTVL1OpticalFlow``) defaults used here.
-#: The model parameters (tau, lambda, theta: the data/smoothness trade-off) are OpenCV's. The solver effort is
-#: cut: OpenCV uses warps=5, inner_iterations=30, epsilon=0.01; we use 3 warps, 20 inner iterations and a
-#: stopping tolerance of 0.02. Measured single-threaded on noisy textured pairs (rotation+zoom, and a moving
-#: square over a static background): 2-3x faster (96x128: ~60 ms vs ~150-190 ms a pair; 240x320: ~350-560 ms
-#: vs ~1.0-1.4 s) with endpoint error within ~0.02 px of OpenCV's defaults on smooth motion (often lower) and
-#: ~10-20% higher at motion boundaries. Set ``warps=5, inner_iterations=30, epsilon=0.01`` for OpenCV's settings.
-#: ``nscales=5`` with ``scale_step=0.8`` puts the coarsest level at ~0.4x size; raise ``nscales`` (or lower
-#: ``scale_step``) for motions of more than ~10 px per frame.
+#: TV-L1 (Zach et al. 2007, Wedel et al. 2009; ``cv2.optflow.DualTVL1OpticalFlow``) defaults used here: OpenCV's
+#: model parameters with a cheaper solver (3 warps, 20 inner iterations, epsilon 0.02; see BENCHMARKS.md).
 TVL1_DEFAULTS: dict[str, Any] = {
     "tau": 0.25,  # time step of the numerical scheme
     "lambda_": 0.15,  # weight of the data term (smaller = smoother flow)
@@ -500,6 +494,16 @@ def _sample(field: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     gradient ``g`` is within ``~g/64`` of exact bilinear interpolation: negligible next to flow estimation errors.
     """
     return cv2.remap(field, xs, ys, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Brightness constancy made visible: ``image`` (frame ``t+1``) sampled at ``p + flow(p)`` -> an estimate of
+    frame ``t`` (``frame_t(p) ≈ frame_{t+1}(p + flow_t(p))``). Bilinear, border replicated; ``image`` is
+    ``(H, W)`` or ``(H, W, C)`` of any dtype, returned as float32; ``flow`` is ``(H, W, 2)`` px."""
+    h, w = flow.shape[:2]
+    xs, ys = _grid(h, w)
+    return cv2.remap(np.asarray(image, np.float32), xs + flow[..., 0], ys + flow[..., 1],
+                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def backward_from_forward(flows: np.ndarray, iterations: int = 5) -> np.ndarray:

@@ -6,9 +6,15 @@ All functions take NumPy arrays (or anything ``np.asarray`` accepts, e.g. CPU te
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.stats import binomtest
 
 __all__ = [
+    "binomial_se",
+    "paired_se",
+    "sign_test",
     "softmax",
     "pair_accuracy",
     "predictions",
@@ -98,3 +104,28 @@ def pair_accuracy(scores: np.ndarray, labels, a: int, b: int) -> tuple[float, in
         raise ValueError(f"pair_accuracy: no video of class {a} or {b}")
     pred = np.where(scores[sel, a] >= scores[sel, b], a, b)
     return float((pred == labels[sel]).mean()), int(sel.sum())
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` independent test videos: ``sqrt(p (1 - p) / n)``."""
+    if n < 1:
+        raise ValueError(f"binomial_se: need n >= 1 videos, got {n}")
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n)
+
+
+def paired_se(correct_a, correct_b) -> float:
+    """Standard error of the accuracy difference ``a - b`` of two methods scored on the *same* test videos
+    (``correct_*``: ``(N,)`` booleans): the standard deviation of the per-video difference over ``sqrt(N)``.
+    Smaller than the unpaired error when the two methods err on the same videos."""
+    d = np.asarray(correct_a, np.float64) - np.asarray(correct_b, np.float64)
+    if d.ndim != 1 or d.size < 2:
+        raise ValueError(f"paired_se: need two (N,) arrays with N >= 2, got shape {d.shape}")
+    return float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided sign test (an exact binomial test, ties dropped): the probability of a split of ``wins`` and
+    ``losses`` at least this uneven if both methods were equally good. E.g. over test videos where exactly one of
+    two methods is right, or over classes where one beats the other."""
+    n = int(wins) + int(losses)
+    return 1.0 if n == 0 else float(binomtest(int(wins), n, 0.5).pvalue)

@@ -34,6 +34,9 @@ __all__ = [
     "load_split",
     "video_group",
     "DATASETS",
+    "UCF101_VIDEOS",
+    "UCF101_MEAN_FRAMES",
+    "HMDB51_VIDEOS",
     "HMDB_SPLIT_DIR",
     "UCF_LIST_DIR",
     "UCF_VIDEO_DIR",
@@ -43,6 +46,10 @@ UCF_VIDEO_DIR = "UCF-101"
 UCF_LIST_DIR = "ucfTrainTestlist"
 HMDB_SPLIT_DIR = "testTrainMulti_7030_splits"
 DATASETS = ("ucf101", "hmdb51", "lab-ucf", "lab-hmdb")
+#: UCF-101's size (Soomro et al. 2012): 13,320 clips of 101 classes, 7.21 s on average at 25 fps (~180 frames)
+UCF101_VIDEOS, UCF101_MEAN_FRAMES = 13_320, 180
+#: HMDB-51's size (Kuehne et al. 2011): 6,766 clips of 51 classes
+HMDB51_VIDEOS = 6_766
 
 
 class SplitError(UserError, ValueError):

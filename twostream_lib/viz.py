@@ -3,10 +3,33 @@ training curves, and animations for static HTML (``to_jshtml``, so they play wit
 """
 from __future__ import annotations
 
-import numpy as np
+import io
 
-__all__ = ["frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion", "show_curves", "animate",
-           "bar_compare"]
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+__all__ = ["table", "show_jpeg", "frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion",
+           "show_curves", "animate", "bar_compare"]
+
+
+def table(header, rows, index: bool = True) -> pd.DataFrame:
+    """A table for the book: a :class:`pandas.DataFrame` of ``rows`` under ``header`` (it renders as an HTML table
+    in the notebook and the book, and as aligned text elsewhere). With ``index`` the first column labels the
+    rows."""
+    df = pd.DataFrame([list(r) for r in rows], columns=[str(h) for h in header])
+    return df.set_index(df.columns[0]) if index else df
+
+
+def show_jpeg(fig, quality: int = 85):
+    """Show a matplotlib figure as a JPEG image (photo-like figures, e.g. video frames, are several times lighter
+    in the page than as PNG) and close it."""
+    from IPython.display import Image, display  # the notebook's display machinery
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", bbox_inches="tight", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="jpeg"))
 
 
 def frame_strip(frames: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
@@ -21,8 +44,6 @@ def frame_strip(frames: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
 
 
 def show_strip(frames: np.ndarray, n: int = 8, title: str | None = None, ax=None):
-    import matplotlib.pyplot as plt
-
     strip = frame_strip(frames, n)
     if ax is None:
         _, ax = plt.subplots(figsize=(min(16, 2 * n), 2.2))
@@ -40,8 +61,6 @@ def show_flow(flows: dict, frame: np.ndarray | None = None, max_magnitude: float
         flows: ``{title: (H, W, 2) flow}``.
         max_magnitude: common normalisation so the panels are comparable (default: the largest magnitude).
     """
-    import matplotlib.pyplot as plt
-
     from .flow import color_wheel, flow_to_color
 
     if max_magnitude is None:
@@ -61,8 +80,6 @@ def show_flow(flows: dict, frame: np.ndarray | None = None, max_magnitude: float
 
 def show_stack(stack: np.ndarray, title: str | None = None, vmax: float | None = None):
     """The ``2L`` channels of a temporal input ``(2L, H, W)`` as two rows (x channels, y channels)."""
-    import matplotlib.pyplot as plt
-
     L = stack.shape[0] // 2
     vmax = vmax or float(np.abs(stack).max()) or 1.0
     fig, axes = plt.subplots(2, L, figsize=(1.3 * L, 2.9), squeeze=False)
@@ -80,8 +97,6 @@ def show_stack(stack: np.ndarray, title: str | None = None, vmax: float | None =
 
 def show_confusion(cm: np.ndarray, classes: list[str], title: str = "", ax=None, normalize: bool = True):
     """A confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
-    import matplotlib.pyplot as plt
-
     cm = np.asarray(cm, dtype=float)
     if normalize:
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -98,8 +113,6 @@ def show_confusion(cm: np.ndarray, classes: list[str], title: str = "", ax=None,
 
 def show_curves(histories: dict, key: str = "loss", ax=None, xkey: str = "step"):
     """Training curves: ``{label: list of dict rows}`` (the trainer's history), one line each."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
     for label, rows in histories.items():
@@ -113,8 +126,6 @@ def show_curves(histories: dict, key: str = "loss", ax=None, xkey: str = "step")
 
 def bar_compare(rows: dict, ylabel: str = "accuracy (%)", title: str = "", ax=None):
     """Grouped bars: ``{setting: {"lab": value, "paper": value}}`` (either may be missing)."""
-    import matplotlib.pyplot as plt
-
     names = list(rows)
     series = sorted({k for v in rows.values() for k in v})
     if ax is None:
@@ -134,7 +145,6 @@ def animate(frames: np.ndarray, fps: int = 12, scale: float = 2.0, title: str | 
     """An HTML animation of ``(T, H, W, 3)`` frames that plays in static pages (``to_jshtml``, no kernel).
 
     Returns an ``IPython.display.HTML`` object."""
-    import matplotlib.pyplot as plt
     from IPython.display import HTML
     from matplotlib import animation
 

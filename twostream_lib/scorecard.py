@@ -1,0 +1,74 @@
+"""The book's scorecard: what each chapter measured for each claim of the paper it tests.
+
+A chapter, when executed, writes ``book/scorecard/<chapter>.json``: a list of entries ::
+
+    {"id": "t1a_pretrained_vs_scratch", "chapter": "03_spatial", "claim": "...",
+     "paper": 0.282, "lab": 0.153, "se": 0.041, "holds": true}
+
+``paper`` and ``lab`` are fractions (the number that decides the claim: an accuracy, or a difference for a "vs"
+claim); ``se`` is the lab number's standard error; ``holds`` is computed by the cell that measured it (never
+typed). The last page of the book ("What reproduced") reads them all (:func:`load_all`, :func:`table`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .files import atomic_write_json
+
+__all__ = ["Claim", "write", "load_all", "table", "beats"]
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, as the lab measured it."""
+
+    id: str
+    chapter: str
+    claim: str
+    paper: float | None
+    lab: float
+    se: float | None
+    holds: bool
+
+    def __post_init__(self):
+        self.holds = bool(self.holds)
+        for k in ("paper", "lab", "se"):
+            v = getattr(self, k)
+            if v is not None and not math.isfinite(float(v)):
+                raise ValueError(f"scorecard {self.id}: {k} is not a finite number: {v}")
+
+
+def beats(diff: float, se: float, k: float = 2.0) -> bool:
+    """A difference ``diff`` counts as shown when it is positive by more than ``k`` standard errors ``se``."""
+    return bool(diff > k * se)
+
+
+def write(chapter: str, claims: list[Claim], folder: str | os.PathLike = "scorecard") -> Path:
+    """Write ``folder/<chapter>.json`` (every claim of one chapter; replaces the chapter's previous file)."""
+    ids = [c.id for c in claims]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"scorecard {chapter}: duplicate ids {ids}")
+    return atomic_write_json(Path(folder) / f"{chapter}.json", [asdict(c) for c in claims])
+
+
+def load_all(folder: str | os.PathLike = "scorecard") -> list[Claim]:
+    """Every chapter's claims, in chapter order."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        out += [Claim(**d) for d in json.loads(p.read_text())]
+    return out
+
+
+def table(claims: list[Claim]) -> pd.DataFrame:
+    """The claims as the book shows them: paper beside lab (percent), the lab's standard error, ✔ / ✘."""
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    rows = [[c.claim, c.chapter, pct(c.paper), pct(c.lab), "–" if c.se is None else f"{100 * c.se:.1f}",
+             "✔" if c.holds else "✘"] for c in claims]
+    return pd.DataFrame(rows, columns=["claim", "chapter", "paper (%)", "lab (%)", "lab s.e. (points)",
+                                       "reproduced"]).set_index("claim")
