@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 EXECUTE ?=
 SCRATCH ?= /tmp/scratchbook
 
-.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench clean help
+.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -82,6 +82,12 @@ test: unit-test notebook-test browser-check
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+
+# gpu-check: on a machine with one CUDA GPU (~8 min): the CUDA unit tests, the GPU benchmark section (into
+# BENCHMARKS.md) and chapters 3-4 with DEVICE="cuda". Fails at once, saying so, without CUDA.
+gpu-check: $(STAMP)
+	$(MAKE) --no-print-directory lab SCALE=small
+	$(PY) tools/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf _build .pytest_cache
