@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 EXECUTE ?=
 SCRATCH ?= /tmp/scratchbook
 
-.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check clean help
+.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check test-real-branch clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -82,6 +82,11 @@ test: unit-test notebook-test browser-check
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+
+# test-real-branch: every chapter with DATA="ucf101"/"hmdb51" on miniatures of the real layouts made from lab clips,
+# with a tiny schedule (tools/real_branch.py; ~5 min, so not part of `make test`).
+test-real-branch: $(STAMP)
+	$(PY) tools/real_branch.py $(ARGS)
 
 # gpu-check: on a machine with one CUDA GPU (~8 min): the CUDA unit tests, the GPU benchmark section (into
 # BENCHMARKS.md) and chapters 3-4 with DEVICE="cuda". Fails at once, saying so, without CUDA.
