@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["table", "show_jpeg", "frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion",
-           "show_curves", "animate", "bar_compare"]
+           "show_curves", "animate", "bar_compare", "two_stream_diagram"]
 
 
 def table(header, rows, index: bool = True) -> pd.DataFrame:
@@ -166,3 +166,58 @@ def animate(frames: np.ndarray, fps: int = 12, scale: float = 2.0, title: str | 
         html = HTML(anim.to_jshtml(default_mode="loop"))
     plt.close(fig)
     return html
+
+
+def two_stream_diagram(frame: np.ndarray, flows: np.ndarray, classes: int = 101):
+    """The paper's Fig. 1, drawn: one RGB frame -> the spatial stream ConvNet, a stack of optical flow fields -> the
+    temporal stream ConvNet, each ending in class scores, fused late (averaging or an SVM).
+
+    Args:
+        frame: ``(H, W, 3)`` uint8, the frame the spatial stream sees.
+        flows: ``(L, H, W, 2)`` px, the flow fields the temporal stream stacks (shown in Middlebury colours).
+        classes: the softmax size written under the nets.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    from .flow import flow_to_color
+
+    fig = plt.figure(figsize=(12, 4.6))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, 12)
+    ax.set_ylim(0, 4.6)
+    ax.set_axis_off()
+    h, w = frame.shape[:2]
+    aspect = h / w
+
+    def image(x, y, im, width):
+        ax.imshow(im, extent=(x, x + width, y, y + width * aspect), zorder=3)
+        ax.add_patch(FancyBboxPatch((x, y), width, width * aspect, boxstyle="square,pad=0", fill=False, lw=0.8,
+                                    zorder=4))
+
+    def arrow(x0, y0, x1, y1):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=14, lw=1.2, color="0.3"))
+
+    layers = ["conv1", "conv2", "conv3", "conv4", "conv5", "full6", "full7", "softmax"]
+    mag = np.linalg.norm(flows, axis=-1)
+    scale = float(np.percentile(mag[mag > 0.2], 90)) if (mag > 0.2).any() else 1.0  # saturated: limbs stand out
+    for y, name, color, inputs in ((2.55, "spatial stream ConvNet", "#f4a261", "single frame"),
+                                   (0.35, "temporal stream ConvNet", "#4c8bf5", f"multi-frame optical flow "
+                                                                              f"(L = {len(flows)})")):
+        if name.startswith("spatial"):
+            image(0.3, y + 0.15, frame, 1.6)
+        else:
+            for k in range(min(len(flows), 5))[::-1]:  # a stack, back to front
+                image(0.3 + 0.09 * k, y + 0.15 + 0.09 * k, flow_to_color(flows[k], max_magnitude=scale), 1.6)
+        ax.text(1.1, y + 1.65 + (0.35 if "flow" in inputs else 0), inputs, ha="center", fontsize=9)
+        arrow(2.45, y + 0.75, 2.85, y + 0.75)
+        for i, lay in enumerate(layers):
+            x = 2.95 + i * 0.78
+            ax.add_patch(FancyBboxPatch((x, y + 0.25), 0.6, 1.0, boxstyle="round,pad=0.02", fc=color,
+                                        ec="0.2", lw=0.8, alpha=0.35 + 0.08 * i))
+            ax.text(x + 0.3, y + 0.75, lay, ha="center", va="center", fontsize=8, rotation=90)
+        ax.text(2.95 + 3.1, y + 1.45, name, ha="center", fontsize=10, weight="bold")
+        arrow(2.95 + 7 * 0.78 + 0.62, y + 0.75, 9.55, y + 0.75 + (0.55 if y < 1 else -0.55))
+    ax.add_patch(FancyBboxPatch((9.6, 1.45), 2.1, 1.2, boxstyle="round,pad=0.05", fc="#9bd39b", ec="0.2", lw=0.8))
+    ax.text(10.65, 2.05, "class score\nfusion\n(average or SVM)", ha="center", va="center", fontsize=9)
+    ax.text(6.05, 2.2, f"each: CNN-M-2048, {classes}-way softmax", ha="center", fontsize=8, color="0.35")
+    return fig
