@@ -483,3 +483,23 @@ def test_ddp_multitask_with_a_rank_lacking_a_task_matches_one_process(tmp_path):
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(ddp[k], v, rtol=0, atol=1e-5, msg=k)
+
+
+def test_chapter_profiles_set_the_runs(tmp_path):
+    """book.Chapter: the cpu profile keeps the lab configs, the gpu profile scales schedules and the net, real
+    data takes the paper's configs; OVERRIDES apply to every run."""
+    from twostream_lib.book import Chapter
+
+    real = Chapter("x", data="ucf101", data_dir=tmp_path / "d", runs_dir=tmp_path / "r", overrides=["max_iters=7"])
+    cfg = real.config("lab_spatial", "ucf101_spatial_scratch", name="s")
+    assert cfg.datasets == ["ucf101"] and cfg.crop_size == 224 and cfg.max_iters == 7
+    assert cfg.out_dir == str(tmp_path / "r/real/s") and cfg.caches == [str(tmp_path / "d/cache/ucf101-tvl1")]
+    gpu = Chapter.__new__(Chapter)  # the gpu profile's settings, without generating the lab's full scale here
+    gpu.__dict__.update(real.__dict__, data="lab", profile="gpu", scale="full", device="cpu")
+    g = gpu.config("lab_temporal", name="t", schedule=0.5)
+    base = load_config(REPO / "configs/lab_temporal.yaml")
+    assert g.max_iters == 7 and g.crop_size == 224 and g.width == 1.0 and g.amp  # OVERRIDES win over the profile
+    assert g.lr_steps == [2 * s for s in base.lr_steps]  # 4x (gpu) * 0.5 (this run)
+    assert g.roots == [str(tmp_path / "d/lab/full/lab-ucf")] and g.out_dir == str(tmp_path / "r/full/t")
+    with pytest.raises(ValueError, match="lab data only"):
+        real.config("lab_spatial", None)
