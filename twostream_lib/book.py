@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class Chapter:
         prof = PROFILES[self.profile]
         if self.profile != "cpu":  # the profile decides the lab scale and the device
             self.scale, self.device = prof.scale, prof.device
+        self.started = time.perf_counter()
         random.seed(self.seed)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
@@ -139,9 +141,10 @@ class Chapter:
         return bool(holds)
 
     def write_scorecard(self) -> Path | None:
-        """Write this chapter's claims to ``scorecard_dir/<name>.json`` (lab data only: the scorecard is the lab's;
-        a GPU profile writes ``<name>.gpu.json``)."""
+        """Write this chapter's claims to ``scorecard_dir/<name>.json`` and its execution time so far to
+        ``timings.json`` (lab data only: the scorecard is the lab's; a GPU profile writes ``<name>.gpu.json``)."""
         if not self.lab:
             return None
         suffix = "" if self.profile == "cpu" else f".{self.profile}"
+        scorecard.record_time(self.name, time.perf_counter() - self.started, self.scorecard_dir, self.profile)
         return scorecard.write(self.name + suffix, self.claims, self.scorecard_dir)

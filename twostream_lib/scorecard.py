@@ -21,7 +21,7 @@ import pandas as pd
 
 from .files import atomic_write_json
 
-__all__ = ["Claim", "write", "load_all", "table", "beats"]
+__all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times"]
 
 
 @dataclass
@@ -57,12 +57,30 @@ def write(chapter: str, claims: list[Claim], folder: str | os.PathLike = "scorec
     return atomic_write_json(Path(folder) / f"{chapter}.json", [asdict(c) for c in claims])
 
 
-def load_all(folder: str | os.PathLike = "scorecard") -> list[Claim]:
-    """Every chapter's claims, in chapter order."""
+def load_all(folder: str | os.PathLike = "scorecard", profile: str = "cpu") -> list[Claim]:
+    """Every chapter's claims, in chapter order, as measured with ``profile`` (``<chapter>.json`` for the CPU
+    profile, ``<chapter>.<profile>.json`` for another)."""
     out = []
     for p in sorted(Path(folder).glob("*.json")):
-        out += [Claim(**d) for d in json.loads(p.read_text())]
+        stem_profile = p.stem.split(".")[1] if "." in p.stem else "cpu"
+        if stem_profile == profile and not p.name.startswith("timings"):
+            out += [Claim(**d) for d in json.loads(p.read_text())]
     return out
+
+
+def record_time(chapter: str, seconds: float, folder: str | os.PathLike = "scorecard",
+                profile: str = "cpu") -> Path:
+    """Record how long a chapter took to execute (``timings.json``, or ``timings.<profile>.json``)."""
+    path = Path(folder) / ("timings.json" if profile == "cpu" else f"timings.{profile}.json")
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[chapter] = round(float(seconds), 1)
+    return atomic_write_json(path, dict(sorted(times.items())))
+
+
+def load_times(folder: str | os.PathLike = "scorecard", profile: str = "cpu") -> dict[str, float]:
+    """``{chapter: seconds}`` of the chapters' last executions with ``profile``."""
+    path = Path(folder) / ("timings.json" if profile == "cpu" else f"timings.{profile}.json")
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def table(claims: list[Claim]) -> pd.DataFrame:
