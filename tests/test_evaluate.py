@@ -320,3 +320,29 @@ def test_cached_scores_reuse_only_the_same_checkpoint_and_protocol(tmp_path, mon
     os.utime(ckpt, ns=(1, 1))  # the checkpoint was rewritten
     ev.cached_scores(ckpt, out, frames=25, crops=1)
     assert len(calls) == 3
+
+
+@pytest.mark.slow
+def test_device_loader_trains_and_resumes_exactly(lab_root_tiny, tiny_caches, tmp_path):
+    """``loader: device`` in the trainer (here on the CPU): a run interrupted after its first chunk and resumed ends
+    with the weights of an uninterrupted one (the loader makes a skipped batch's random draws too)."""
+    from twostream_lib.checkpoint import load_checkpoint
+    from twostream_lib.config import load_config
+    from twostream_lib.train import train
+
+    torch.set_num_threads(1)
+
+    def cfg(out, iters, resume=False):
+        return load_config(REPO / "configs/lab_temporal.yaml", [
+            f"roots=[{lab_root_tiny / 'lab-ucf'}]", f"caches=[{tiny_caches['lab-ucf']}]", "crop_size=48",
+            "L=4", "batch_size=4", f"max_iters={iters}", "lr_steps=[3]", "ckpt_every=2", "val_fraction=0",
+            "device=cpu", "tensorboard=false", "workers=0", "loader=device", f"out_dir={out}",
+            f"resume={str(resume).lower()}"])
+
+    whole = train(cfg(tmp_path / "a", 4), progress=False)
+    train(cfg(tmp_path / "b", 2), progress=False)
+    resumed = train(cfg(tmp_path / "b", 4, resume=True), progress=False)
+    a, b = (load_checkpoint(r["last_checkpoint"])["model"] for r in (whole, resumed))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
+    assert whole["final"]["loss"] is not None and np.isfinite(whole["final"]["loss"])

@@ -83,6 +83,9 @@ class TrainConfig:
       DataLoader and the RNGs are re-seeded from (seed, chunk) at each chunk start, which makes a resumed
       run continue exactly where the interrupted one stood.
     - amp: bfloat16 autocast (GPU; also allowed on CPU). channels_last, compile: speed options.
+    - loader: ``"cpu"`` — samples built by the datasets in DataLoader worker processes (``workers``) — or
+      ``"device"`` — the cache's JPEG bytes read in bulk and decoded and augmented in batches on the training
+      device (:mod:`twostream_lib.device_loader`; nvJPEG on CUDA). The same samples for the same random draws.
     - device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     """
 
@@ -130,6 +133,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    loader: str = "cpu"
     device: str = "auto"
     workers: int = 0
     seed: int = 0
@@ -183,6 +187,8 @@ class TrainConfig:
                 f"{CNN_M_MIN_INPUT})")
         if self.finetune not in ("all", "last"):
             bad(f"finetune must be 'all' or 'last', got {self.finetune!r}")
+        if self.loader not in ("cpu", "device"):
+            bad(f"loader must be 'cpu' or 'device', got {self.loader!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             bad(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for key in ("batch_size", "max_iters", "ckpt_every", "log_every", "crop_size", "L", "val_frames",

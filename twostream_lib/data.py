@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VideoCache", "items_for", "holdout", "SpatialDataset", "TemporalDataset", "MultiTaskDataset",
-    "BalancedSampler", "RunData", "make_dataset", "build_datasets", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BalancedSampler", "RunData", "make_dataset", "build_datasets", "IMAGENET_MEAN", "IMAGENET_STD", "SampleDraw",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -187,6 +187,17 @@ def holdout(items: list[tuple[str, int]], fraction: float = 0.1, seed: int = 0):
     return ([it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val])
 
 
+class SampleDraw(NamedTuple):
+    """The random choices behind one training sample (:meth:`SpatialDataset.draw`, :meth:`TemporalDataset.draw`)."""
+
+    video: int  # index into the dataset's items
+    t: int  # frame (spatial) or stack start (temporal)
+    y0: int  # crop corner in the full frame
+    x0: int
+    flip: bool
+    jitter: tuple[float, float, float] | None = None  # spatial RGB jitter: brightness, contrast, saturation
+
+
 class _StreamDataset(Dataset):
     """Common parts of the two streams: items, train/test mode, crops."""
 
@@ -227,8 +238,30 @@ class _StreamDataset(Dataset):
     def _flip(self, x: np.ndarray) -> np.ndarray:
         return x[:, :, ::-1]
 
-    def _augment(self, x: np.ndarray) -> np.ndarray:
+    def _augment(self, x: np.ndarray, jitter) -> np.ndarray:
         return x
+
+    def _draw_jitter(self, generator):
+        return None
+
+    def draw(self, i: int, generator: torch.Generator | None = None) -> SampleDraw:
+        """The random choices of training sample ``i``: start ``t``, crop corner ``(y0, x0)``, flip, jitter.
+
+        Drawn from ``generator`` (torch's global RNG when None) in the order: t, y0, x0, flip (only when ``flip``
+        is on), jitter (only when on). ``__getitem__`` calls this, so a loader that draws with the same generator
+        state builds the same samples (:mod:`twostream_lib.device_loader`)."""
+        if self.mode != "train":
+            raise ValueError("draw(): test-mode samples are not random (frames x crops)")
+        v = int(self.video_index[i])
+        vid = self.items[v][0]
+        first, last = self._positions(vid)
+        h, w = self.cache.frame_size(vid)  # = the loaded input's (full-frame) size
+        s = self.crop_size
+        t = int(torch.randint(first, last + 1, (), generator=generator).item())
+        y0 = int(torch.randint(0, h - s + 1, (), generator=generator).item())
+        x0 = int(torch.randint(0, w - s + 1, (), generator=generator).item())
+        flip = bool(self.flip and torch.rand((), generator=generator).item() < 0.5)
+        return SampleDraw(v, t, y0, x0, flip, self._draw_jitter(generator))
 
     def __getitem__(self, i: int):
         v = int(self.video_index[i])
@@ -236,15 +269,11 @@ class _StreamDataset(Dataset):
         first, last = self._positions(vid)
         s = self.crop_size
         if self.mode == "train":
-            t = int(torch.randint(first, last + 1, ()).item())
-            x = self._load(vid, t)
-            _, h, w = x.shape
-            y0 = int(torch.randint(0, h - s + 1, ()).item())
-            x0 = int(torch.randint(0, w - s + 1, ()).item())
-            x = x[:, y0:y0 + s, x0:x0 + s]
-            if self.flip and torch.rand(()).item() < 0.5:
+            d = self.draw(i)
+            x = self._load(vid, d.t)[:, d.y0:d.y0 + s, d.x0:d.x0 + s]
+            if d.flip:
                 x = self._flip(x)
-            x = self._augment(x)
+            x = self._augment(x, d.jitter)
             return torch.from_numpy(np.ascontiguousarray(x)), label
         k = i - v * self.frames
         t = spaced_positions(first, last, self.frames)[k]
@@ -281,11 +310,16 @@ class SpatialDataset(_StreamDataset):
         im = self.cache.rgb(vid, t).astype(np.float32) / 255.0
         return ((im - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
-    def _augment(self, x):
+    def _draw_jitter(self, generator):
         if self.jitter <= 0:
-            return x
+            return None
         j = self.jitter
-        b, c, s = (1 + j * (2 * torch.rand(3) - 1)).tolist()
+        return tuple((1 + j * (2 * torch.rand(3, generator=generator) - 1)).tolist())  # brightness, contrast, sat.
+
+    def _augment(self, x, jitter):
+        if jitter is None:
+            return x
+        b, c, s = jitter
         im = x * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
         gray = im.mean(axis=0, keepdims=True)
         im = gray + s * (im - gray)                   # saturation

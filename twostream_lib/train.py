@@ -58,6 +58,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, load_matching_weights, make_checkpoint, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, load_config, save_config
 from .data import BalancedSampler, RunData, build_datasets
+from .device_loader import DeviceLoader
 from .errors import ArgumentParser, run_cli
 from .evaluate import video_score_sums
 from .files import FolderLock
@@ -69,7 +70,7 @@ __all__ = ["ChunkSampler", "make_train_loader", "train_step", "train_one_chunk",
 
 LOG_FIELDS = ["step", "lr", "loss", "acc", "val_acc", "samples_per_s"]
 #: settings that may differ between a checkpoint and the run resuming it (they don't change what is learnt)
-RESUME_MAY_CHANGE = ("resume", "max_iters", "workers", "device", "log_every", "tensorboard", "compile")
+RESUME_MAY_CHANGE = ("resume", "max_iters", "workers", "device", "log_every", "tensorboard", "compile", "loader")
 #: the files that make a folder a run's
 RUN_FILES = ("config.yaml", "log.csv", "last.pt", "best.pt")
 
@@ -106,16 +107,22 @@ class ChunkSampler(torch.utils.data.Sampler[int]):
 
 
 def make_train_loader(run_data: RunData, cfg: TrainConfig, chunk: int, start: int, stop: int, rank: int = 0,
-                      world_size: int = 1, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """The DataLoader for iterations ``chunk*ckpt_every + [start, stop)``: per-rank batches of
-    ``batch_size / world_size``, videos drawn uniformly across classes (§5), order seeded by ``(seed, chunk)``."""
+                      world_size: int = 1, device: torch.device | None = None):
+    """The batches of iterations ``chunk*ckpt_every + [start, stop)``: per-rank batches of ``batch_size /
+    world_size``, videos drawn uniformly across classes (§5), order and random draws seeded by ``(seed, chunk)``.
+
+    ``loader: cpu`` — a DataLoader (``workers`` processes) building samples on the CPU; ``loader: device`` — a
+    :class:`~twostream_lib.device_loader.DeviceLoader` decoding and augmenting whole batches on ``device``."""
     sampler = BalancedSampler(run_data.labels, num_samples=cfg.ckpt_every * cfg.batch_size, seed=cfg.seed)
     sampler.set_epoch(chunk)
-    cs = ChunkSampler(sampler, cfg.batch_size, start, stop, rank, world_size)
     gen = torch.Generator().manual_seed(chunk_seed(cfg.seed, chunk, rank, stream=1))
+    if cfg.loader == "device":  # from the chunk's first batch: skipped batches still make their random draws
+        cs = ChunkSampler(sampler, cfg.batch_size, 0, stop, rank, world_size)
+        return DeviceLoader(run_data.train, list(cs), cs.local_batch, generator=gen, device=device, start=start)
+    cs = ChunkSampler(sampler, cfg.batch_size, start, stop, rank, world_size)
     return torch.utils.data.DataLoader(run_data.train, batch_size=cs.local_batch, sampler=cs, drop_last=True,
-                                       num_workers=cfg.workers, pin_memory=pin_memory, generator=gen,
-                                       persistent_workers=False)
+                                       num_workers=cfg.workers, pin_memory=device is not None and device.type == "cuda",
+                                       generator=gen, persistent_workers=False)
 
 
 # ---------------------------------------------------------------------------------------------- one iteration
@@ -393,7 +400,7 @@ def train_chunk(net: nn.Module, state: RunState, data: RunData, cfg: TrainConfig
     start = chunk * cfg.ckpt_every
     seed_chunk(cfg.seed, chunk, rank)
     loader = make_train_loader(data, cfg, chunk, state.step - start, min(cfg.ckpt_every, cfg.max_iters - start),
-                               rank, world, pin_memory=device.type == "cuda")
+                               rank, world, device)
 
     def after_step(step: int, stats: dict) -> None:
         state.step = step
