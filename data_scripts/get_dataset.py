@@ -41,7 +41,10 @@ def _run(argv=None) -> int:
                     help="expected digest of an archive (repeatable)")
     ap.add_argument("--prepare", action="store_true", help="then prepare the frame + flow cache")
     ap.add_argument("--cache", help="cache folder for --prepare")
-    ap.add_argument("--flow", default="tvl1", choices=["tvl1", "farneback", "dis"])
+    ap.add_argument("--flow", default="tvl1", choices=["tvl1", "tvl1-torch", "farneback", "dis"],
+                    help="tvl1-torch: the same TV-L1 in PyTorch, batched (on a GPU with --device cuda)")
+    ap.add_argument("--device", default="cpu", help="--flow tvl1-torch: cpu or cuda")
+    ap.add_argument("--batch", type=int, default=64, help="--flow tvl1-torch: frame pairs per solver call")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--backward", action="store_true", help="also store backward flow (bi-directional input)")
     a = ap.parse_args(argv)
@@ -55,7 +58,8 @@ def _run(argv=None) -> int:
         if a.dry_run:
             print(f"would prepare {a.root} -> {a.cache} (flow {a.flow}, {a.workers} workers)")
         else:
-            m = prepare(a.dataset, a.root, a.cache, flow=a.flow, workers=a.workers, backward=a.backward)
+            m = prepare(a.dataset, a.root, a.cache, flow=a.flow, workers=a.workers, backward=a.backward,
+                        device=a.device, batch=a.batch)
             print(f"prepared {m['num_videos']} videos, {len(m['failed'])} failed")
             return 1 if m["failed"] else 0
     return 0

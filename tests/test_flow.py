@@ -340,7 +340,7 @@ def test_flow_estimator_video_forward_and_backward():
 
 
 def test_estimator_bad_names():
-    with pytest.raises(ValueError, match="tvl1, farneback, dis, gt"):
+    with pytest.raises(ValueError, match="tvl1, tvl1-torch, farneback, dis, gt"):
         F.FlowEstimator("brox")
     with pytest.raises(ValueError, match="load_gt_flow"):
         F.estimate_flow(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), "gt")
@@ -349,7 +349,10 @@ def test_estimator_bad_names():
     with pytest.raises(ValueError, match="preset"):
         F.FlowEstimator("dis", preset="slow")
     assert F.FlowEstimator("tvl1", warps=5).params["warps"] == 5
-    assert F.FLOW_METHODS == ("tvl1", "farneback", "dis", "gt")
+    assert F.FLOW_METHODS == ("tvl1", "tvl1-torch", "farneback", "dis", "gt")
+    with pytest.raises(ValueError, match="warps"):
+        F.FlowEstimator("tvl1-torch", warp=3)
+    assert F.FlowEstimator("tvl1-torch", warps=5, device="cpu").params["warps"] == 5
 
 
 # ------------------------------------------------------------------------------------------------ ground truth

@@ -312,3 +312,29 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         alive = [k for k in kids if Path(f"/proc/{k}").exists() and
                  "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2]]
     assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def test_tvl1_torch_cache_matches_opencv_tvl1(root, tmp_path):
+    """``prepare --flow tvl1-torch``: one process solving the pairs of several videos together (the GPU path, run
+    here on the CPU) writes the cache an OpenCV TV-L1 cache would be, within JPEG and float rounding."""
+    three = [f"UCF-101/{c}/v_{c}_g0{g}_c01.avi" for c, g in (("MoveLeft", 1), ("MoveLeft", 2), ("MoveRight", 1))]
+    m = prepare("ucf101", root, tmp_path / "torch", flow="tvl1-torch", workers=1, batch=24, short_side=None,
+                backward=True, progress=False, videos=three)
+    ref = prepare("ucf101", root, tmp_path / "cv", flow="tvl1", workers=2, short_side=None, backward=True,
+                  progress=False, videos=three)
+    assert m["num_videos"] == ref["num_videos"] == 3 and not m["failed"]
+    a, b = VideoCache(tmp_path / "torch"), VideoCache(tmp_path / "cv")
+    step = 2 * a.bound / 255
+    for vid in a.video_ids:
+        assert a.num_flows(vid) == b.num_flows(vid)
+        for direction in ("forward", "backward"):
+            fa, fb = (c.flows(vid, range(c.num_flows(vid)), direction) for c in (a, b))
+            assert np.abs(fa - fb).mean() < 0.25 * step, (vid, direction, np.abs(fa - fb).mean())
+            assert (np.abs(fa - fb) <= 1.01 * step).mean() > 0.99
+    per_video = prepare("ucf101", root, tmp_path / "torch2", flow="tvl1-torch", workers=2, short_side=None,
+                        backward=False, progress=False, videos=three)  # one video per call, in worker processes
+    c = VideoCache(tmp_path / "torch2")
+    for vid in c.video_ids:  # batching videos together changes nothing beyond float rounding
+        d = np.abs(c.flows(vid, range(c.num_flows(vid))) - a.flows(vid, range(a.num_flows(vid))))
+        assert d.max() <= 1.01 * step
+    assert per_video["num_videos"] == 3

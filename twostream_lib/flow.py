@@ -32,8 +32,10 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from .errors import UserError
+from .tvl1 import TVL1_DEFAULTS, tvl1_flow
 
 __all__ = [
     "FLOW_METHODS",
@@ -68,9 +70,10 @@ __all__ = [
 ]
 
 #: All flow sources the library knows. ``"gt"`` is not an estimator: it is read from ``<stem>.flow.npz``.
-FLOW_METHODS: tuple[str, ...] = ("tvl1", "farneback", "dis", "gt")
-#: The methods :class:`FlowEstimator` can compute.
-ESTIMATOR_METHODS: tuple[str, ...] = ("tvl1", "farneback", "dis")
+FLOW_METHODS: tuple[str, ...] = ("tvl1", "tvl1-torch", "farneback", "dis", "gt")
+#: The methods :class:`FlowEstimator` can compute. ``tvl1-torch`` is TV-L1 as OpenCV computes it, in PyTorch, on
+#: whole batches of frame pairs, on any device (:mod:`twostream_lib.tvl1`).
+ESTIMATOR_METHODS: tuple[str, ...] = ("tvl1", "tvl1-torch", "farneback", "dis")
 
 #: Default clipping bound in pixels for uint8 storage (Feichtenhofer / TSN / I3D use ±20; the paper doesn't say).
 DEFAULT_BOUND: float = 20.0
@@ -78,22 +81,6 @@ DEFAULT_BOUND: float = 20.0
 # ----------------------------------------------------------------------------------------------------------------
 # Estimators
 # ----------------------------------------------------------------------------------------------------------------
-
-#: TV-L1 (Zach et al. 2007, Wedel et al. 2009; ``cv2.optflow.DualTVL1OpticalFlow``) defaults used here: OpenCV's
-#: model parameters with a cheaper solver (3 warps, 20 inner iterations, epsilon 0.02; see BENCHMARKS.md).
-TVL1_DEFAULTS: dict[str, Any] = {
-    "tau": 0.25,  # time step of the numerical scheme
-    "lambda_": 0.15,  # weight of the data term (smaller = smoother flow)
-    "theta": 0.3,  # coupling between the two TV-L1 sub-problems
-    "nscales": 5,  # pyramid levels
-    "warps": 3,  # warpings per level (OpenCV: 5)
-    "epsilon": 0.02,  # stopping tolerance of the inner loop (OpenCV: 0.01)
-    "inner_iterations": 20,  # inner iterations per warp (OpenCV's "innnerIterations", default 30)
-    "outer_iterations": 10,  # outer iterations per warp
-    "scale_step": 0.8,  # pyramid downscale factor between levels
-    "gamma": 0.0,  # illumination-variation term weight (0 = plain TV-L1)
-    "median_filtering": 5,  # median filter size applied to the flow between warps
-}
 
 #: Farneback (2003) defaults: OpenCV's tutorial values (classical pyramid, 15 px window).
 FARNEBACK_DEFAULTS: dict[str, Any] = {
@@ -172,6 +159,9 @@ class FlowEstimator:
 
     * ``"tvl1"``: ``tau, lambda_, theta, nscales, warps, epsilon, inner_iterations, outer_iterations, scale_step,
       gamma, median_filtering`` (``cv2.optflow.DualTVL1OpticalFlow_create``).
+    * ``"tvl1-torch"``: the same parameters, and ``device`` (``"cpu"``, ``"cuda"``, ...), ``batch`` (frame pairs
+      per solver call in :meth:`video`, default 64) and ``compile`` (default: on CUDA) — TV-L1 as OpenCV computes
+      it, in PyTorch, on whole batches (:func:`twostream_lib.tvl1.tvl1_flow`).
     * ``"farneback"``: ``pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags``
       (``cv2.calcOpticalFlowFarneback``).
     * ``"dis"``: ``preset`` (``"ultrafast" | "fast" | "medium"``, default ``"medium"``, or the OpenCV constant) and
@@ -184,7 +174,12 @@ class FlowEstimator:
 
     def __init__(self, method: str = "tvl1", **params: Any) -> None:
         self.method = _check_method(method)
-        if method == "tvl1":
+        if method == "tvl1-torch":
+            self._run = {k: params.pop(k) for k in ("device", "batch", "compile") if k in params}
+            _check_params(method, params, list(TVL1_DEFAULTS))
+            p = {**TVL1_DEFAULTS, **params}
+            self._impl = None
+        elif method == "tvl1":
             _check_params(method, params, list(TVL1_DEFAULTS))
             p = {**TVL1_DEFAULTS, **params}
             self._impl = cv2.optflow.DualTVL1OpticalFlow_create(
@@ -224,9 +219,19 @@ class FlowEstimator:
     def __repr__(self) -> str:
         return f"FlowEstimator({self.method!r}, {', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
+    def _torch_pairs(self, prev_g: np.ndarray, nxt_g: np.ndarray) -> np.ndarray:
+        """``tvl1-torch`` on grey pairs ``(N, H, W)`` uint8, ``batch`` pairs per solver call -> ``(N, H, W, 2)``."""
+        device, batch = self._run.get("device", "cpu"), int(self._run.get("batch", 64))
+        out = [tvl1_flow(torch.from_numpy(prev_g[a:a + batch]).to(device), torch.from_numpy(nxt_g[a:a + batch]).to(device),
+                         compile=self._run.get("compile"), **self.params).cpu().numpy()
+               for a in range(0, len(prev_g), batch)]
+        return np.concatenate(out)
+
     def _gray_pair(self, prev_g: np.ndarray, nxt_g: np.ndarray) -> np.ndarray:
         if prev_g.shape != nxt_g.shape:
             raise ValueError(f"frames differ in size: {prev_g.shape} vs {nxt_g.shape}")
+        if self.method == "tvl1-torch":
+            return self._torch_pairs(prev_g[None], nxt_g[None])[0]
         if self.method == "farneback":
             p = self.params
             flow = cv2.calcOpticalFlowFarneback(
@@ -241,6 +246,13 @@ class FlowEstimator:
         """Forward flow ``(H, W, 2)`` float32 from frame ``prev`` to frame ``nxt``."""
         return self._gray_pair(to_gray(prev), to_gray(nxt))
 
+    def pairs(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Flow of many frame pairs of one size: ``prev``, ``nxt`` ``(N, H, W)`` grey uint8 -> ``(N, H, W, 2)``
+        float32 (``tvl1-torch``: ``batch`` pairs per solver call; the others: one pair at a time)."""
+        if self.method == "tvl1-torch":
+            return self._torch_pairs(np.asarray(prev), np.asarray(nxt))
+        return np.stack([self._gray_pair(a, b) for a, b in zip(prev, nxt)])
+
     def video(self, frames: np.ndarray | Sequence[np.ndarray], backward: bool = False) -> np.ndarray:
         """Flow for all consecutive pairs of a ``(T, H, W, 3)`` uint8 video: ``(T-1, H, W, 2)`` float32.
 
@@ -251,6 +263,9 @@ class FlowEstimator:
         grays = [to_gray(f) for f in frames]
         if len(grays) < 2:
             raise ValueError(f"need at least 2 frames to compute flow, got {len(grays)}")
+        if self.method == "tvl1-torch":  # every pair of the video in a few batched solver calls
+            g = np.stack(grays)
+            return self.pairs(g[1:], g[:-1]) if backward else self.pairs(g[:-1], g[1:])
         h, w = grays[0].shape
         out = np.empty((len(grays) - 1, h, w, 2), np.float32)
         for i in range(len(grays) - 1):

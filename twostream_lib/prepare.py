@@ -41,7 +41,8 @@ import torch
 from . import __version__
 from .errors import ArgumentParser, UserError
 from .files import FolderLock, atomic_write_json
-from .flow import FLOW_METHODS, FlowEstimator, clip_fraction, gt_flow_path, load_gt_flow, quantize_flow, resize_flow
+from .flow import (FLOW_METHODS, FlowEstimator, clip_fraction, gt_flow_path, load_gt_flow, quantize_flow, resize_flow,
+                   to_gray)
 from .splits import DATASETS, load_split
 from .video import read_video, short_side_size
 
@@ -116,6 +117,20 @@ def _video_flows(path: Path, frames: np.ndarray, settings: dict, backward: bool)
     return est.video(frames, backward=backward)
 
 
+def _directions(settings: dict) -> list[bool]:
+    return [False] + ([True] if settings["backward"] else [])
+
+
+def decode_for_cache(path: str | os.PathLike, settings: dict) -> np.ndarray:
+    """A video's frames as the cache stores them: ``(T, H, W, 3)`` uint8 RGB, resized to ``short_side``."""
+    frames = read_video(path, min_frames=2)
+    if settings["short_side"]:
+        h, w = short_side_size(*frames.shape[1:3], settings["short_side"])
+        interp = cv2.INTER_AREA if h < frames.shape[1] else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+    return frames
+
+
 def source_stamp(path: str | os.PathLike, settings: dict) -> dict:
     """What identifies a video's source files: size and modification time of the video (and of its ground-truth
     flow file for ``flow="gt"``). A cached video whose stamp differs is prepared again."""
@@ -131,14 +146,19 @@ _ENTRY_KEYS = ("frames", "flows", "height", "width", "clip_fraction", "source")
 
 
 def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: dict) -> dict:
-    """Decode one video and write its cache folder ``out_dir`` atomically. Returns its index entry."""
-    path, out_dir = Path(path), Path(out_dir)
+    """Decode one video, compute its flow and write its cache folder ``out_dir`` atomically. Returns its entry."""
+    path = Path(path)
     source = source_stamp(path, settings)  # before reading: a file replaced meanwhile is redone next time
-    frames = read_video(path, min_frames=2)
-    if settings["short_side"]:
-        h, w = short_side_size(*frames.shape[1:3], settings["short_side"])
-        interp = cv2.INTER_AREA if h < frames.shape[1] else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+    frames = decode_for_cache(path, settings)
+    flows = {b: _video_flows(path, frames, settings, b) for b in _directions(settings)}
+    return write_cached_video(out_dir, frames, flows, settings, source)
+
+
+def write_cached_video(out_dir: str | os.PathLike, frames: np.ndarray, flows: dict[bool, np.ndarray],
+                       settings: dict, source: dict) -> dict:
+    """Write a video's cache folder atomically (into ``<out_dir>.tmp-<pid>``, then renamed): its frames and its
+    flow (``flows[False]`` forward, ``flows[True]`` backward) as packed JPEGs, and ``index.json``."""
+    out_dir = Path(out_dir)
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -149,9 +169,8 @@ def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings:
     data, offs = encode_jpegs(frames, q)
     (tmp / "rgb.bin").write_bytes(data)
     index["offsets"]["rgb"] = offs
-    directions = [("", False)] + ([("b", True)] if settings["backward"] else [])
-    for tag, backward in directions:
-        flow = _video_flows(path, frames, settings, backward)
+    for backward, flow in flows.items():
+        tag = "b" if backward else ""
         index["clip_fraction"]["backward" if backward else "forward"] = clip_fraction(flow, settings["bound"])
         qf = quantize_flow(flow, settings["bound"])
         for axis, name in ((0, "x"), (1, "y")):
@@ -163,6 +182,43 @@ def prepare_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings:
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return {k: index[k] for k in _ENTRY_KEYS}
+
+
+def _prepare_batched(jobs: list, settings: dict, device: str, batch: int, done) -> None:
+    """``tvl1-torch`` on one device: videos decoded one after the other, the frame pairs of several videos (of one
+    frame size) solved together, ``batch`` pairs per call; ``done(result)`` for each video, as the workers'."""
+    est = FlowEstimator("tvl1-torch", device=device, batch=batch, **settings["flow_params"])
+    group: list = []  # (path, out_dir, source, frames)
+
+    def flush() -> None:
+        grays = [np.stack([to_gray(f) for f in g[3]]) for g in group]
+        for backward in _directions(settings):
+            a = np.concatenate([g[1:] if backward else g[:-1] for g in grays])
+            b = np.concatenate([g[:-1] if backward else g[1:] for g in grays])
+            flow, pos = est.pairs(a, b), 0
+            for g, gray in zip(group, grays):
+                g[4][backward], pos = flow[pos:pos + len(gray) - 1], pos + len(gray) - 1
+        for path, out_dir, source, frames, flows in group:
+            try:
+                done((str(path), write_cached_video(out_dir, frames, flows, settings, source), None))
+            except Exception as e:  # noqa: BLE001 - reported by name; the other videos go on
+                done((str(path), None, f"{type(e).__name__}: {e}"))
+        group.clear()
+
+    for path, out_dir, _ in jobs:
+        try:
+            source = source_stamp(path, settings)
+            frames = decode_for_cache(path, settings)
+        except Exception as e:  # noqa: BLE001
+            done((str(path), None, f"{type(e).__name__}: {e}"))
+            continue
+        if group and group[0][3].shape[1:] != frames.shape[1:]:
+            flush()  # one solver call takes pairs of one size
+        group.append((path, out_dir, source, frames, {}))
+        if sum(len(g[3]) - 1 for g in group) >= batch:
+            flush()
+    if group:
+        flush()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -187,6 +243,7 @@ def _die_with_parent(parent: int) -> None:
 def _worker(args):
     path, out_dir, settings = args
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)  # one core per worker process (tvl1-torch on the CPU)
     try:
         return str(path), prepare_video(path, out_dir, settings), None
     except Exception as e:  # reported by name; the other videos go on
@@ -234,20 +291,25 @@ def dataset_videos(dataset: str, root: str | os.PathLike) -> list[tuple[str, Pat
 def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flow: str = "tvl1",
             workers: int = 1, bound: float = 20.0, short_side: int | None | str = "auto", jpeg_quality: int = 95,
             backward: bool = False, flow_params: dict | None = None, videos: list[str] | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, device: str = "cpu", batch: int = 64) -> dict:
     """Prepare the cache for every video of ``dataset`` at ``root`` (all three splits).
 
     Args:
         dataset: ``ucf101``, ``hmdb51``, ``lab-ucf`` or ``lab-hmdb``.
         root: the dataset root in its official layout (see :mod:`twostream_lib.splits`).
         cache: the cache folder (created).
-        flow: ``tvl1``, ``farneback``, ``dis``, or ``gt`` (lab ground truth).
-        workers: parallel processes over videos.
+        flow: ``tvl1``, ``tvl1-torch`` (the same TV-L1 in PyTorch, batched, on ``device``), ``farneback``,
+            ``dis``, or ``gt`` (lab ground truth).
+        workers: parallel processes over videos (``tvl1-torch`` on a GPU, or with one worker, runs in this process
+            and solves the frame pairs of several videos together).
         bound: flow quantisation bound in px (values outside are clipped; the clipped fraction is recorded).
         short_side: frame short side; ``"auto"`` = 256 for real data, the native size for lab data.
         jpeg_quality: JPEG quality of frames and flow images.
         backward: also store backward flow (for the bi-directional temporal input, §3.1).
         videos: optionally only these video ids (for tests and partial runs).
+        device: where ``tvl1-torch`` runs (``"cpu"``, ``"cuda"``); not part of the cache's settings (the flow is
+            the same).
+        batch: ``tvl1-torch`` in this process: frame pairs per solver call, from as many videos as it takes.
 
     Returns:
         The manifest: ``{"settings", "videos": {video_id: entry}, "failed": {video_id: message}}``.
@@ -256,8 +318,10 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         short_side = DEFAULT_SHORT_SIDE.get(dataset)
     # everything is validated before anything is written: a failed call leaves no trace that blocks the next one
     settings = cache_settings(dataset, flow, bound, short_side, jpeg_quality, backward, flow_params)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers < 1 or batch < 1:
+        raise ValueError(f"workers and batch must be >= 1, got {workers} and {batch}")
+    if device != "cpu" and flow != "tvl1-torch":
+        raise ValueError(f"device={device!r} applies to flow 'tvl1-torch' only; {flow!r} runs on the CPU")
     cache = Path(cache)
     if cache.exists() and not cache.is_dir():
         raise CacheError(f"{cache}: exists and is not a folder; give a folder for the cache")
@@ -267,10 +331,11 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         todo_all = [(v, p) for v, p in todo_all if v in wanted]
     with FolderLock(cache, "cache"):
         _check_settings(cache, settings)
-        return _prepare_locked(cache, settings, todo_all, workers, progress)
+        return _prepare_locked(cache, settings, todo_all, workers, progress, device, batch)
 
 
-def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, progress: bool) -> dict:
+def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, progress: bool, device: str,
+                    batch: int) -> dict:
     vdir = cache / "videos"
     manifest_path = cache / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -300,7 +365,9 @@ def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, p
     bar = _progress(len(jobs), progress, f"prepare {settings['dataset']} ({settings['flow']})")
     ids = {str(p): v for v, p in todo_all}
     t0 = time.perf_counter()
-    if workers > 1 and len(jobs) > 1:
+    if settings["flow"] == "tvl1-torch" and (device != "cpu" or workers == 1):  # one process, batched solver
+        _prepare_batched(jobs, settings, device, batch, lambda res: _collect(res, ids, entries, failed, bar))
+    elif workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as ex:
             futs = [ex.submit(_worker, j) for j in jobs]
             for fut in as_completed(futs):
@@ -369,12 +436,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="frame short side: 'auto' (256 real, native lab), 'none', or an integer")
     ap.add_argument("--jpeg-quality", type=int, default=95)
     ap.add_argument("--backward", action="store_true", help="also store backward flow (bi-directional input)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--device", default="cpu", help="--flow tvl1-torch: cpu or cuda (a GPU: one process, batched)")
+    ap.add_argument("--batch", type=int, default=64, help="--flow tvl1-torch on a GPU: frame pairs per solver call")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     short = a.short_side if a.short_side == "auto" else (None if a.short_side == "none" else int(a.short_side))
     try:
         m = prepare(a.dataset, a.root, a.cache, flow=a.flow, workers=a.workers, bound=a.bound, short_side=short,
-                    jpeg_quality=a.jpeg_quality, backward=a.backward, progress=not a.no_progress)
+                    jpeg_quality=a.jpeg_quality, backward=a.backward, progress=not a.no_progress,
+                    device=a.device, batch=a.batch)
     except (UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
