@@ -47,7 +47,10 @@ from twostream_lib.splits import UCF101_MEAN_FRAMES, UCF101_VIDEOS  # noqa: E402
 from twostream_lib.video import read_video, write_video  # noqa: E402
 
 E2E_SMALL_MIN = 6  # minutes the lab `small` end-to-end run takes on 2 cores (measured)
-SECTIONS = ("flow", "loader", "train", "e2e", "gpu")
+SECTIONS = ("flow", "tvl1", "loader", "train", "e2e", "gpu")
+#: every section's last results, merged run after run: a run of some sections (e.g. `--sections gpu` on a GPU
+#: machine) rewrites BENCHMARKS.md with the other sections' last results kept
+RESULTS = REPO / "benchmarks" / "results.json"
 CORES = os.cpu_count() or 1
 
 # UCF-101 arithmetic: its size, as the library records it (twostream_lib.splits)
@@ -303,6 +306,13 @@ def loader_rate(ds, workers: int, batch: int, batches: int, repeats: int, seed: 
 
 
 def bench_loader(tmp: Path, quick: bool, repeats: int, caches: dict) -> dict:
+    """The CPU loader (DataLoader, 0/1/2/all workers) and the device-side loader on the CPU."""
+    res = _bench_loader_cpu(tmp, quick, repeats, caches)
+    res["device_cpu"] = bench_device_loader(caches, "cpu", 2 if quick else 4, cuda_rows=False)
+    return res
+
+
+def _bench_loader_cpu(tmp: Path, quick: bool, repeats: int, caches: dict) -> dict:
     """samples/s of training batches: ours with 0/1/2/all workers vs the per-file baseline. The main process
     runs torch single-threaded here (as DataLoader workers do), so "0 workers" is one core's rate: with 2
     intra-op threads on a busy machine, collating a batch (torch.stack of 16 MB) was seen to take 0.5 s."""
@@ -634,6 +644,14 @@ def bench_gpu(tmp: Path, quick: bool, repeats: int, caches: dict | None, device:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
+    tvl1 = device_loader = []
+    if dev.type == "cuda":
+        import tvl1_bench
+
+        tvl1 = tvl1_bench.bench_tvl1(sizes=((240, 320), (96, 128)), batches=(1, 16, 64, 256), device=device,
+                                     repeats=repeats, opencv=False)
+        if caches is not None:
+            device_loader = bench_device_loader(caches, device, 10 if quick else 40, cuda_rows=True)
     loader = {}
     if caches is not None:  # the loader's ceiling with all cores, 224 crops from 256-short-side frames
         torch.set_num_threads(1)
@@ -641,8 +659,33 @@ def bench_gpu(tmp: Path, quick: bool, repeats: int, caches: dict | None, device:
             ds = _dataset(stream, caches["224"], 224)
             loader[stream] = med(loader_rate(ds, CORES, 32, 2 if quick else 4, repeats))
             log(f"gpu: loader {stream} all {CORES} cores: {loader[stream]:.0f} samples/s")
-    return {"rows": rows, "loader": loader, "batch": batch, "iters": iters, "repeats": repeats,
+    return {"rows": rows, "loader": loader, "batch": batch, "iters": iters, "repeats": repeats, "tvl1": tvl1,
+            "device_loader": device_loader,
             "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else str(dev)}
+
+
+def bench_tvl1_section(quick: bool, repeats: int) -> dict:
+    """TV-L1 in PyTorch (``tvl1-torch``) beside OpenCV's TV-L1 on the same 2 CPU threads, and their agreement."""
+    import tvl1_bench
+
+    sizes = ((96, 128),) if quick else ((96, 128), (240, 320))
+    rows = tvl1_bench.bench_tvl1(sizes=sizes, batches=(1, 16), device="cpu", threads=2, repeats=repeats)
+    return {"rows": rows, "accuracy": tvl1_bench.accuracy_tvl1(device="cpu", lab_pairs_n=8 if quick else 32)}
+
+
+def bench_device_loader(caches: dict, device: str, batches: int, cuda_rows: bool) -> list[dict]:
+    """The device-side loader (``loader: device``) at 224 from the 256-short-side cache, temporal and spatial."""
+    import loader_bench
+
+    rows = []
+    for stream in ("temporal", "spatial"):
+        rows.append(loader_bench.bench_loader(caches["224"], stream=stream, device=device, n_batches=batches,
+                                              batch=256 if cuda_rows else 64))
+        if cuda_rows:  # nvJPEG with part of each batch decoded by the CPU cores beside it
+            rows.append(loader_bench.bench_loader(caches["224"], stream=stream, device=device, n_batches=batches,
+                                                  cpu_decode_share=0.5))
+        log(f"device loader {stream} on {device}: {rows[-1]['samples_s']:.0f} samples/s")
+    return rows
 
 
 # ============================================================================================ report
@@ -684,6 +727,27 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
               table(["workers", "videos/s", "pairs/s", "speed-up vs 1"],
                     [[s["workers"], fmt(s["videos_s"]), fmt(s["pairs_s"]), f"{s['speedup']:.2f}x"]
                      for s in fl["scaling"]]), ""]
+    if "tvl1" in results:
+        tv = results["tvl1"]
+        L += ["## 1b. TV-L1 in PyTorch (`tvl1-torch`) beside OpenCV's TV-L1", "",
+              "`twostream_lib.tvl1`: the same algorithm and parameters (`TVL1_DEFAULTS`: OpenCV's model parameters "
+              "tau 0.25, lambda 0.15, theta 0.3, 5 scales x 0.8, median 5; a cheaper solver than OpenCV's defaults: "
+              "3 warps instead of 5, 20 inner iterations instead of 30, epsilon 0.02 instead of 0.01 — 2-3x "
+              "faster, within ~0.02 px of OpenCV's own defaults on smooth motion), batched over frame pairs. "
+              "CPU, 2 threads for both (`OMP_WAIT_POLICY=PASSIVE`). *iters/warp*: the iterations each pair "
+              "actually runs per warp (what OpenCV runs); *steps/warp*: what the batch loop ran.", "",
+              table(["size", "batch", "ours pairs/s", "OpenCV pairs/s", "ours / OpenCV", "iters/warp",
+                     "steps/warp"],
+                    [[r["size"], r["batch"], fmt(r["pairs_per_s"]), fmt(r["opencv_pairs_per_s"]),
+                      f"{r['speedup']:.2f}x" if r["speedup"] else "–", f"{r['iters_per_warp']:.1f}",
+                      f"{r['steps_per_warp']:.1f}"] for r in tv["rows"]]), "",
+              "Agreement with OpenCV (same parameters; 96x128 lab clips, and a photo moved by a known camera "
+              "motion with a moving patch), and error against ground truth:", "",
+              table(["source", "pairs", "mean EPE to OpenCV (px)", "worst pair", "uint8 within ±1",
+                     "EPE to GT, ours", "EPE to GT, OpenCV"],
+                    [[r["source"], r["pairs"], f"{r['epe_vs_opencv']:.4f}", f"{r['epe_vs_opencv_worst_pair']:.4f}",
+                      f"{100 * r['uint8_within_1']:.2f} %", f"{r['epe_gt_ours']:.4f}", f"{r['epe_gt_opencv']:.4f}"]
+                     for r in tv["accuracy"]]), ""]
     if "loader" in results:
         lo = results["loader"]
         ws = [w for w in lo["workers"]]
@@ -701,6 +765,15 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
                     ["ours (0 workers) / baseline"],
                     [[r["input"], r["frame"], fmt(r["naive"])] + [fmt(r["rates"][w]) for w in ws] +
                      [f"{r['rates'][0] / r['naive']:.2f}x"] for r in lo["rows"]]), ""]
+        if lo.get("device_cpu"):
+            L += ["The device-side loader (`loader: device`, `twostream_lib.device_loader`) run on the CPU: the "
+                  "cache's JPEG bytes read in bulk, decoded in one call per batch (libjpeg-turbo here, nvJPEG on "
+                  "CUDA) and augmented with batched tensor ops, all cores; 224 crops, batch "
+                  f"{lo['device_cpu'][0]['batch']}:", "",
+                  table(["stream", "samples/s", "read / decode / process, s per batch"],
+                        [[r["stream"], fmt(r["samples_s"]), " / ".join(f"{r['stage_s_per_batch'][k]:.3f}"
+                                                                      for k in ("read", "decode", "process"))]
+                         for r in lo["device_cpu"]]), ""]
     if "train" in results:
         tr = results["train"]
         lw = sorted({w for r in tr["rows"] for w in r["loader"]})
@@ -778,6 +851,20 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
                     [[r["stream"], r["variant"], fmt(r.get("samples_s")) if "error" not in r else r["error"],
                       f"{r['warm_s']:.1f}" if "warm_s" in r else "–",
                       fmt(r.get("mem_gib")) if r.get("mem_gib") else "–"] for r in g["rows"]]), ""]
+        if g.get("tvl1"):
+            L += ["TV-L1 in PyTorch on the GPU (`tvl1-torch`, torch.compile on, convergence checked every 5 "
+                  "iterations):", "",
+                  table(["size", "batch", "pairs/s", "iters/warp", "steps/warp", "warm-up s", "peak MiB"],
+                        [[r["size"], r["batch"], fmt(r["pairs_per_s"]), f"{r['iters_per_warp']:.1f}",
+                          f"{r['steps_per_warp']:.1f}", fmt(r["warmup_s"]), fmt(r["peak_mem_mib"])]
+                         for r in g["tvl1"]]), ""]
+        if g.get("device_loader"):
+            L += ["The device-side loader on the GPU (224 crops, batch 256; nvJPEG, or nvJPEG with half of each "
+                  "batch decoded by the CPU cores):", "",
+                  table(["stream", "CPU decode share", "samples/s", "read / decode / process, s per batch"],
+                        [[r["stream"], r["cpu_decode_share"], fmt(r["samples_s"]),
+                          " / ".join(f"{r['stage_s_per_batch'][k]:.3f}" for k in ("read", "decode", "process"))]
+                         for r in g["device_loader"]]), ""]
         if g["loader"]:
             best = {s: max((r["samples_s"] for r in g["rows"] if r["stream"] == s and "samples_s" in r),
                            default=float("nan")) for s in ("spatial", "temporal")}
@@ -786,6 +873,31 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
                          for s in ("spatial", "temporal")]), ""]
     L += bottleneck(results)
     return "\n".join(L).rstrip() + "\n"
+
+
+def _blocks(text: str) -> dict[str, str]:
+    """``{"head": ..., "## 1.": ..., "## Machine": ...}``: a report cut at its ``## `` headers."""
+    out, key, cur = {}, "head", []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            out[key] = "\n".join(cur)
+            key, cur = line.split(" ")[0] + " " + line.split(" ")[1], [line]
+        else:
+            cur.append(line)
+    out[key] = "\n".join(cur)
+    return out
+
+
+def merge_markdown(old: str, new: str, cpu_ran: bool) -> str:
+    """The new report, with each section that was not measured this time ("not run" / "needs" placeholders) taken
+    from the old report; the machine block stays the old one when only the GPU section ran."""
+    o, n = _blocks(old), _blocks(new)
+    keep = lambda k: k in o and (k not in n or "(needs the" in n[k] or (k in ("head", "## Machine") and not cpu_ran)
+                                 or (k == "## 5." and "No GPU was available" in n[k] and "No GPU" not in o[k]))
+    merged = {k: (o[k] if keep(k) else v) for k, v in n.items()}
+    merged.update({k: v for k, v in o.items() if k not in n})
+    order = sorted(merged, key=lambda k: (k != "head", k != "## Machine", k))
+    return "\n".join(merged[k].rstrip() + "\n" for k in order).rstrip() + "\n"
 
 
 def bottleneck(results: dict) -> list[str]:
@@ -847,8 +959,9 @@ def bottleneck(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="~2 min smoke run (prints; writes only with --out)")
-    p.add_argument("--sections", default="flow,loader,train,e2e",
-                   help="comma-separated subset of flow,loader,train,e2e[,gpu] (default: all CPU sections)")
+    p.add_argument("--sections", default="flow,tvl1,loader,train,e2e",
+                   help="comma-separated subset of flow,tvl1,loader,train,e2e[,gpu] (default: all CPU sections); "
+                        "the other sections of an existing BENCHMARKS.md are kept")
     p.add_argument("--gpu", action="store_true", help="also run the GPU section (skips without CUDA)")
     p.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # 'cpu' to dry-run the GPU code
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (median), >= 3")
@@ -884,6 +997,8 @@ def main(argv: list[str] | None = None) -> int:
             caches = make_caches(tmp, a.quick)
         if "flow" in sections:
             results["flow"] = bench_flow(tmp, a.quick, a.repeats)
+        if "tvl1" in sections:
+            results["tvl1"] = bench_tvl1_section(a.quick, a.repeats)
         if "loader" in sections:
             results["loader"] = bench_loader(tmp, a.quick, a.repeats, caches)
         if "train" in sections:
@@ -920,6 +1035,8 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     out = Path(a.out) if a.out else (None if (a.quick or a.no_write) else REPO / "BENCHMARKS.md")
     if out is not None and not a.no_write:
+        if out.is_file():  # keep the sections that did not run this time
+            md = merge_markdown(out.read_text(), md, cpu_ran=bool(set(sections) - {"gpu"}))
         out.write_text(md)
         log(f"wrote {out}")
     return 0
