@@ -333,6 +333,11 @@ def test_tvl1_torch_cache_matches_opencv_tvl1(root, tmp_path):
             assert (np.abs(fa - fb) <= 1.01 * step).mean() > 0.99
     per_video = prepare("ucf101", root, tmp_path / "torch2", flow="tvl1-torch", workers=2, short_side=None,
                         backward=False, progress=False, videos=three)  # one video per call, in worker processes
+    two = prepare("ucf101", root, tmp_path / "torch3", flow="tvl1-torch", workers=1, batch=10, short_side=None,
+                  backward=False, progress=False, videos=three, device="cpu,cpu")  # two solver threads
+    assert two["num_videos"] == 3 and not two["failed"]
+    for vid in three:
+        assert VideoCache(tmp_path / "torch3").stored_bytes(videos=[vid]) > 0
     c = VideoCache(tmp_path / "torch2")
     for vid in c.video_ids:  # batching videos together changes nothing beyond float rounding
         d = np.abs(c.flows(vid, range(c.num_flows(vid))) - a.flows(vid, range(a.num_flows(vid))))

@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import cv2
@@ -184,41 +184,57 @@ def write_cached_video(out_dir: str | os.PathLike, frames: np.ndarray, flows: di
     return {k: index[k] for k in _ENTRY_KEYS}
 
 
-def _prepare_batched(jobs: list, settings: dict, device: str, batch: int, done) -> None:
-    """``tvl1-torch`` on one device: videos decoded one after the other, the frame pairs of several videos (of one
-    frame size) solved together, ``batch`` pairs per call; ``done(result)`` for each video, as the workers'."""
-    est = FlowEstimator("tvl1-torch", device=device, batch=batch, **settings["flow_params"])
+def _prepare_batched(jobs: list, settings: dict, devices: list[str], batch: int, done) -> None:
+    """``tvl1-torch`` in this process: videos decoded one after the other, the frame pairs of several videos (of
+    one frame size) solved together, ``batch`` pairs per call, each group on the next of ``devices`` (one solver
+    thread per device: several GPUs, one process); ``done(result)`` for each video, as the workers' results."""
+    ests = [FlowEstimator("tvl1-torch", device=d, batch=batch, **settings["flow_params"]) for d in devices]
     group: list = []  # (path, out_dir, source, frames)
+    pending: list = []
+    with ThreadPoolExecutor(len(devices)) as pool:
+        def submit() -> None:
+            pending.append(pool.submit(_solve_and_write, list(group), settings, ests[len(pending) % len(ests)]))
+            group.clear()
+            while len(pending) > 2 * len(ests) or (pending and pending[0].done()):
+                for res in pending.pop(0).result():
+                    done(res)
 
-    def flush() -> None:
-        grays = [np.stack([to_gray(f) for f in g[3]]) for g in group]
-        for backward in _directions(settings):
-            a = np.concatenate([g[1:] if backward else g[:-1] for g in grays])
-            b = np.concatenate([g[:-1] if backward else g[1:] for g in grays])
-            flow, pos = est.pairs(a, b), 0
-            for g, gray in zip(group, grays):
-                g[4][backward], pos = flow[pos:pos + len(gray) - 1], pos + len(gray) - 1
-        for path, out_dir, source, frames, flows in group:
+        for path, out_dir, _ in jobs:
             try:
-                done((str(path), write_cached_video(out_dir, frames, flows, settings, source), None))
+                source = source_stamp(path, settings)
+                frames = decode_for_cache(path, settings)
             except Exception as e:  # noqa: BLE001 - reported by name; the other videos go on
                 done((str(path), None, f"{type(e).__name__}: {e}"))
-        group.clear()
+                continue
+            if group and group[0][3].shape[1:] != frames.shape[1:]:
+                submit()  # one solver call takes pairs of one size
+            group.append((path, out_dir, source, frames))
+            if sum(len(g[3]) - 1 for g in group) >= batch:
+                submit()
+        if group:
+            submit()
+        for fut in pending:
+            for res in fut.result():
+                done(res)
 
-    for path, out_dir, _ in jobs:
+
+def _solve_and_write(group: list, settings: dict, est: FlowEstimator) -> list:
+    """The flow of a group of videos in batched solver calls, then each video's cache folder."""
+    grays = [np.stack([to_gray(f) for f in g[3]]) for g in group]
+    flows: list[dict] = [{} for _ in group]
+    for backward in _directions(settings):
+        a = np.concatenate([g[1:] if backward else g[:-1] for g in grays])
+        b = np.concatenate([g[:-1] if backward else g[1:] for g in grays])
+        flow, pos = est.pairs(a, b), 0
+        for f, gray in zip(flows, grays):
+            f[backward], pos = flow[pos:pos + len(gray) - 1], pos + len(gray) - 1
+    out = []
+    for (path, out_dir, source, frames), f in zip(group, flows):
         try:
-            source = source_stamp(path, settings)
-            frames = decode_for_cache(path, settings)
+            out.append((str(path), write_cached_video(out_dir, frames, f, settings, source), None))
         except Exception as e:  # noqa: BLE001
-            done((str(path), None, f"{type(e).__name__}: {e}"))
-            continue
-        if group and group[0][3].shape[1:] != frames.shape[1:]:
-            flush()  # one solver call takes pairs of one size
-        group.append((path, out_dir, source, frames, {}))
-        if sum(len(g[3]) - 1 for g in group) >= batch:
-            flush()
-    if group:
-        flush()
+            out.append((str(path), None, f"{type(e).__name__}: {e}"))
+    return out
 
 
 def _die_with_parent(parent: int) -> None:
@@ -307,8 +323,8 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         jpeg_quality: JPEG quality of frames and flow images.
         backward: also store backward flow (for the bi-directional temporal input, §3.1).
         videos: optionally only these video ids (for tests and partial runs).
-        device: where ``tvl1-torch`` runs (``"cpu"``, ``"cuda"``); not part of the cache's settings (the flow is
-            the same).
+        device: where ``tvl1-torch`` runs (``"cpu"``, ``"cuda"``, or several: ``"cuda:0,cuda:1"``, one solver
+            thread each); not part of the cache's settings (the flow is the same).
         batch: ``tvl1-torch`` in this process: frame pairs per solver call, from as many videos as it takes.
 
     Returns:
@@ -366,7 +382,8 @@ def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, p
     ids = {str(p): v for v, p in todo_all}
     t0 = time.perf_counter()
     if settings["flow"] == "tvl1-torch" and (device != "cpu" or workers == 1):  # one process, batched solver
-        _prepare_batched(jobs, settings, device, batch, lambda res: _collect(res, ids, entries, failed, bar))
+        _prepare_batched(jobs, settings, device.split(","), batch,
+                         lambda res: _collect(res, ids, entries, failed, bar))
     elif workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as ex:
             futs = [ex.submit(_worker, j) for j in jobs]
@@ -436,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="frame short side: 'auto' (256 real, native lab), 'none', or an integer")
     ap.add_argument("--jpeg-quality", type=int, default=95)
     ap.add_argument("--backward", action="store_true", help="also store backward flow (bi-directional input)")
-    ap.add_argument("--device", default="cpu", help="--flow tvl1-torch: cpu or cuda (a GPU: one process, batched)")
+    ap.add_argument("--device", default="cpu",
+                    help="--flow tvl1-torch: cpu, cuda, or several GPUs: cuda:0,cuda:1,... (one process, batched)")
     ap.add_argument("--batch", type=int, default=64, help="--flow tvl1-torch on a GPU: frame pairs per solver call")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
