@@ -57,12 +57,16 @@ def step_bench(python: str, data: Path) -> int:
 
 def step_chapters(python: str, data: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        copies = [str(with_parameters(ROOT / "book" / name, Path(tmp) / name,
+        copies = [str(with_parameters(ROOT / "book" / name, ROOT / "book" / f"_gpu_check_{name}",
                                       {"DEVICE": '"cuda"', "DATA_DIR": repr(str(data.resolve())),
                                        "RUNS_DIR": repr(str(Path(tmp) / "runs")),
                                        "SCORECARD_DIR": repr(str(Path(tmp) / "scorecard"))}))
-                  for name in CHAPTERS]
-        return run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *copies])
+                  for name in CHAPTERS]  # in book/, where the notebooks run (relative paths, the kernel's cwd)
+        try:
+            return run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *copies])
+        finally:
+            for c in copies:
+                Path(c).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,9 @@ from pathlib import Path
 import nbformat
 
 
-def with_parameters(src: str | Path, dst: str | Path, params: dict[str, str]) -> Path:
-    """Write ``dst``: notebook ``src`` whose parameters cell assigns ``params`` (name -> Python source)."""
+def with_parameters(src: str | Path, dst: str | Path, params: dict[str, str], optional: tuple[str, ...] = ()) -> Path:
+    """Write ``dst``: notebook ``src`` whose parameters cell assigns ``params`` (name -> Python source). A name the
+    cell doesn't define is an error, unless it is in ``optional``."""
     nb = nbformat.read(str(src), as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
@@ -27,6 +28,8 @@ def with_parameters(src: str | Path, dst: str | Path, params: dict[str, str]) ->
         pat = re.compile(rf"^{re.escape(name)}\s*=\s*(.*?)(\s*#.*)?$")
         hits = [i for i, line in enumerate(lines) if pat.match(line)]
         if not hits:
+            if name in optional:
+                continue
             raise SystemExit(f"{src}: the parameters cell has no parameter {name!r}")
         for i in hits:
             comment = pat.match(lines[i]).group(2) or ""

@@ -59,7 +59,8 @@ def run_chapter(name: str, dataset: str, data: Path, work: Path) -> tuple[int, f
     """Execute a parametrised copy of ``book/<name>.ipynb``; returns (figures, seconds). Raises on a failing cell."""
     params = {"DATA": repr(dataset), "DATA_DIR": repr(str(data)), "RUNS_DIR": repr(str(work / "runs")),
               "SCORECARD_DIR": repr(str(work / "scorecard")), "OVERRIDES": repr(TINY), "DEVICE": '"cpu"'}
-    copy = with_parameters(ROOT / "book" / f"{name}.ipynb", work / "book" / f"{name}.ipynb", params)
+    copy = with_parameters(ROOT / "book" / f"{name}.ipynb", work / "book" / f"{name}.ipynb", params,
+                           optional=("RUNS_DIR", "SCORECARD_DIR", "OVERRIDES"))  # chapters that train need them
     nb = nbformat.read(str(copy), as_version=4)
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=1200, kernel_name="python3",
