@@ -17,8 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
-
+from . import viz
 from .files import atomic_write_json
 
 __all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times"]
@@ -83,10 +82,10 @@ def load_times(folder: str | os.PathLike = "scorecard", profile: str = "cpu") ->
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def table(claims: list[Claim]) -> pd.DataFrame:
-    """The claims as the book shows them: paper beside lab (percent), the lab's standard error, ✔ / ✘."""
+def table(claims: list[Claim]):
+    """The claims as the book shows them (a :func:`twostream_lib.viz.table`): paper beside lab (percent), the lab's
+    standard error, ✔ / ✘."""
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     rows = [[c.claim, c.chapter, pct(c.paper), pct(c.lab), "–" if c.se is None else f"{100 * c.se:.1f}",
              "✔" if c.holds else "✘"] for c in claims]
-    return pd.DataFrame(rows, columns=["claim", "chapter", "paper (%)", "lab (%)", "lab s.e. (points)",
-                                       "reproduced"]).set_index("claim")
+    return viz.table(["claim", "chapter", "paper (%)", "lab (%)", "lab s.e. (points)", "reproduced"], rows)

@@ -9,15 +9,33 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["table", "show_jpeg", "frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion",
+__all__ = ["Table", "table", "show_jpeg", "frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion",
            "show_curves", "animate", "bar_compare", "two_stream_diagram"]
 
 
-def table(header, rows, index: bool = True) -> pd.DataFrame:
-    """A table for the book: a :class:`pandas.DataFrame` of ``rows`` under ``header`` (it renders as an HTML table
-    in the notebook and the book, and as aligned text elsewhere). With ``index`` the first column labels the
-    rows."""
-    df = pd.DataFrame([list(r) for r in rows], columns=[str(h) for h in header])
+class Table(pd.DataFrame):
+    """A :class:`pandas.DataFrame` that shows every cell whole (pandas cuts long cells and wide tables with
+    "..." by default), as HTML in notebooks and the book, as aligned text elsewhere."""
+
+    _WHOLE = ("display.max_colwidth", None, "display.max_columns", None, "display.width", 10_000)
+
+    @property
+    def _constructor(self):
+        return Table
+
+    def _repr_html_(self):
+        with pd.option_context(*self._WHOLE):
+            return super()._repr_html_()
+
+    def __repr__(self) -> str:
+        with pd.option_context(*self._WHOLE):
+            return super().__repr__()
+
+
+def table(header, rows, index: bool = True) -> Table:
+    """A table for the book: a :class:`Table` (a DataFrame) of ``rows`` under ``header``. With ``index`` the first
+    column labels the rows."""
+    df = Table([list(r) for r in rows], columns=[str(h) for h in header])
     return df.set_index(df.columns[0]) if index else df
 
 
