@@ -34,6 +34,7 @@ from . import scorecard
 from .config import TrainConfig, dataset_paths, load_config, run_config, CONFIG_DIR
 from .evaluate import cached_scores
 from .lab import prepare_lab
+from .lab.stills import pretrain_run
 from .protocol import TEST_CROPS, TEST_FRAMES
 
 __all__ = ["Profile", "PROFILES", "Chapter"]
@@ -123,6 +124,19 @@ class Chapter:
         ov = [*(prof.overrides if self.lab else ()), *scaled, f"split={self.split}", f"seed={self.seed}",
               f"device={self.device}", *overrides, *self.overrides]
         return run_config(base, ov, name=name, data_dir=self.data_dir, scale=self.scale, runs_dir=self.runs_dir)
+
+    def pretrained_spatial_config(self, finetune: str = "all", real_base: str = "ucf101_spatial",
+                                  overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+        """Table 1a's pre-trained spatial net, fine-tuned (``finetune="all"``) or with the last layer only
+        (``"last"``): on the lab, ``lab_spatial`` started from the lab's stills pre-training
+        (:func:`twostream_lib.lab.stills.pretrain_run`, trained once); on real data ``configs/<real_base>.yaml``
+        (ImageNet weights). Its folder is ``spatial_pretrained_<ft|last>``; chapter 3 trains it, chapter 6 fuses
+        the fine-tuned one."""
+        if finetune not in ("all", "last"):
+            raise ValueError(f"finetune must be 'all' or 'last', got {finetune!r}")
+        init = [f"init_from={pretrain_run(self, progress=False)}"] if self.lab else []
+        return self.config("lab_spatial", real_base, [*init, f"finetune={finetune}", *overrides],
+                           name=f"spatial_pretrained_{'ft' if finetune == 'all' else 'last'}")
 
     def scores(self, ckpt: str | os.PathLike, subset: str = "test", frames: int = TEST_FRAMES,
                crops: int = TEST_CROPS, task: int = 0, tag: str = "") -> dict:

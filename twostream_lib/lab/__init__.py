@@ -1,6 +1,7 @@
 """The lab: procedural stand-ins for UCF-101 and HMDB-51 (``lab-ucf``, ``lab-hmdb``), with ground-truth optical flow.
 
-The procedural lab datasets ``lab-ucf`` and ``lab-hmdb``, with ground-truth optical flow.
+And the lab's stand-in for ImageNet, ``lab stills`` (:mod:`twostream_lib.lab.stills`): still images of objects
+and scenes that the lab spatial net is pre-trained on (Table 1a).
 
 UCF-101 and HMDB-51 cannot be downloaded here, so the book runs on two rendered twins written
 in **exactly the official on-disk layouts** (see :mod:`twostream_lib.splits`), so that the
