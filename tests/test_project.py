@@ -45,13 +45,16 @@ def test_cv2_has_tvl1():
     assert hasattr(cv2, "optflow") and hasattr(cv2.optflow, "DualTVL1OpticalFlow_create")
 
 
+#: names of notes outside the repository (spelt in pieces, so that this file does not name them itself)
+OUTSIDE_NOTES = ("DESIGN" + ".md", "PAPER_FACTS" + ".md", "../" + "shared")
+
+
 def test_no_reference_to_files_outside_the_repository():
     """A reader can follow every reference: cite the paper or a chapter, not notes that aren't in the repository."""
     bad = []
     for folder in ("twostream_lib", "book", "book_tests", "benchmarks", "tools", "tests", "data_scripts", "configs"):
         for p in (ROOT / folder).rglob("*"):
-            if p.suffix in (".py", ".md", ".ipynb", ".yaml", ".sh") and p.name != "test_project.py":
+            if p.suffix in (".py", ".md", ".ipynb", ".yaml", ".sh"):
                 text = p.read_text(errors="ignore")
-                bad += [f"{p.relative_to(ROOT)}: {w}" for w in ("DESIGN.md", "PAPER_FACTS.md", "../shared")
-                        if w in text]
+                bad += [f"{p.relative_to(ROOT)}: {w}" for w in OUTSIDE_NOTES if w in text]
     assert not bad, bad
