@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,12 @@ def lab_root_tiny(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lab_tiny")
     make_lab_datasets(root, scale="tiny", seed=0, workers=1, gt_flow=True, progress=False)
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (tiny nets train faster and identically), restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

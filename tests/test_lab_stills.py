@@ -20,12 +20,7 @@ from twostream_lib.train import new_run_state
 CROP = 44  # >= CNN-M's minimum input; stills at the tiny lab scale are 48x64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pretrain_cfg(tmp_path, **kw) -> TrainConfig:

@@ -6,7 +6,6 @@ narrow CNN-M-2048 (width 0.125, 64x64 inputs), so each run takes about a second 
 from __future__ import annotations
 
 import csv
-import math
 import os
 import signal
 import subprocess
@@ -108,12 +107,7 @@ def state_of(path) -> dict:
     return load_checkpoint(path)["model"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------- config
