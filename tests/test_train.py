@@ -497,3 +497,23 @@ def test_chapter_profiles_set_the_runs(tmp_path):
     assert g.roots == [str(tmp_path / "d/lab/full/lab-ucf")] and g.out_dir == str(tmp_path / "r/full/t")
     with pytest.raises(ValueError, match="lab data only"):
         real.config("lab_spatial", None)
+
+
+def test_pretrained_spatial_config_for_lab_and_real_data(tmp_path, monkeypatch):
+    """book.Chapter.pretrained_spatial_config: on the lab, lab_spatial started from the stills pre-training (its
+    best.pt as init_from); on real data the ImageNet config; one folder per setting."""
+    import twostream_lib.book as book
+
+    real = book.Chapter("x", data="ucf101", data_dir=tmp_path / "d", runs_dir=tmp_path / "r")
+    ft, last = real.pretrained_spatial_config("all"), real.pretrained_spatial_config("last")
+    assert ft.pretrained and ft.finetune == "all" and last.finetune == "last" and not ft.init_from
+    assert ft.out_dir == str(tmp_path / "r/real/spatial_pretrained_ft") != last.out_dir
+    assert real.pretrained_spatial_config("all", name="other").out_dir == str(tmp_path / "r/real/other")
+    with pytest.raises(ValueError, match="finetune"):
+        real.pretrained_spatial_config("none")
+    lab = book.Chapter.__new__(book.Chapter)  # the lab's settings, without generating the lab data here
+    lab.__dict__.update(real.__dict__, data="lab")
+    monkeypatch.setattr(book, "pretrain_run", lambda ch, progress=True: str(tmp_path / "stills/best.pt"))
+    cfg = lab.pretrained_spatial_config("last")
+    assert cfg.init_from == str(tmp_path / "stills/best.pt") and cfg.finetune == "last"
+    assert cfg.datasets == ["lab-ucf"] and cfg.out_dir == str(tmp_path / "r/small/spatial_pretrained_last")

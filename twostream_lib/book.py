@@ -126,17 +126,18 @@ class Chapter:
         return run_config(base, ov, name=name, data_dir=self.data_dir, scale=self.scale, runs_dir=self.runs_dir)
 
     def pretrained_spatial_config(self, finetune: str = "all", real_base: str = "ucf101_spatial",
-                                  overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+                                  overrides: list[str] | tuple[str, ...] = (), name: str | None = None
+                                  ) -> TrainConfig:
         """Table 1a's pre-trained spatial net, fine-tuned (``finetune="all"``) or with the last layer only
         (``"last"``): on the lab, ``lab_spatial`` started from the lab's stills pre-training
         (:func:`twostream_lib.lab.stills.pretrain_run`, trained once); on real data ``configs/<real_base>.yaml``
-        (ImageNet weights). Its folder is ``spatial_pretrained_<ft|last>``; chapter 3 trains it, chapter 6 fuses
-        the fine-tuned one."""
+        (ImageNet weights). Its folder is ``name``, by default ``spatial_pretrained_<ft|last>`` (give runs with
+        other ``overrides`` their own name); chapter 3 trains it, chapter 6 fuses the fine-tuned one."""
         if finetune not in ("all", "last"):
             raise ValueError(f"finetune must be 'all' or 'last', got {finetune!r}")
         init = [f"init_from={pretrain_run(self, progress=False)}"] if self.lab else []
         return self.config("lab_spatial", real_base, [*init, f"finetune={finetune}", *overrides],
-                           name=f"spatial_pretrained_{'ft' if finetune == 'all' else 'last'}")
+                           name=name or f"spatial_pretrained_{'ft' if finetune == 'all' else 'last'}")
 
     def scores(self, ckpt: str | os.PathLike, subset: str = "test", frames: int = TEST_FRAMES,
                crops: int = TEST_CROPS, task: int = 0, tag: str = "") -> dict:
