@@ -136,10 +136,11 @@ def render_frames(dataset: str, scale: str, index: int, n_frames: int) -> np.nda
 
 def make_mini_ucf(root: Path, scale: str, n_videos: int, n_frames: int) -> tuple[Path, list[str]]:
     """A UCF-101-layout dataset root of ``n_videos`` lab clips of ``n_frames`` frames (rendered at ``scale``),
-    with split files listing them all, so :func:`prepare` runs its real code path. Returns (root, video ids)."""
+    with split files listing them (the last one as the test set; with ``n_videos=1`` a second clip is rendered for
+    it), so :func:`prepare` runs its real code path. Returns (root, the ``n_videos`` video ids)."""
     classes, vids, lines = set(), [], []
     specs = _lab.lab_clip_specs("lab-ucf", scale)
-    for k in range(n_videos):
+    for k in range(max(n_videos, 2)):  # a split needs a test video that its train list doesn't hold
         spec = specs[(k * 37) % len(specs)]
         spec = dataclasses.replace(spec, n_frames=n_frames)
         frames, _ = _lab.render_clip(spec)
@@ -153,10 +154,11 @@ def make_mini_ucf(root: Path, scale: str, n_videos: int, n_frames: int) -> tuple
     lists.mkdir(parents=True, exist_ok=True)
     cls = sorted(classes)
     (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(cls)))
+    train, test = lines[:-1], lines[-1:]  # a split never lists a video on both sides (splits refuses it)
     for s in (1, 2, 3):
-        (lists / f"trainlist0{s}.txt").write_text("".join(f"{r} {cls.index(r.split('/')[0]) + 1}\n" for r in lines))
-        (lists / f"testlist0{s}.txt").write_text(lines[0] + "\n")
-    return root, vids
+        (lists / f"trainlist0{s}.txt").write_text("".join(f"{r} {cls.index(r.split('/')[0]) + 1}\n" for r in train))
+        (lists / f"testlist0{s}.txt").write_text("".join(f"{r}\n" for r in test))
+    return root, vids[:n_videos]
 
 
 # ============================================================================================ 1. flow
@@ -201,7 +203,7 @@ def bench_flow(tmp: Path, quick: bool, repeats: int) -> dict:
                 cache = tmp / f"flowcache-{scale}-{method}-{r}"
                 with quiet():
                     ours.append(timed(lambda: prepare("lab-ucf", root, cache, flow=method, workers=1,
-                                                      short_side=None, progress=False)))
+                                                      short_side=None, progress=False, videos=vids)))
                 shutil.rmtree(cache, ignore_errors=True)
             b, o = n / med(bare), n / med(ours)
             rows.append({"size": label, "method": method, "pairs": n, "bare_pairs_s": b, "ours_pairs_s": o,

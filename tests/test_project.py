@@ -58,3 +58,23 @@ def test_no_reference_to_files_outside_the_repository():
                 text = p.read_text(errors="ignore")
                 bad += [f"{p.relative_to(ROOT)}: {w}" for w in OUTSIDE_NOTES if w in text]
     assert not bad, bad
+
+
+def test_benchmark_datasets_are_valid_splits(tmp_path):
+    """benchmarks/run.py's miniature UCF-101 roots parse as real splits (no video on both sides), also with one
+    video, so `make bench` runs against the same split checks as the library."""
+    import importlib.util
+    import sys
+
+    from twostream_lib.splits import load_split
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    for n in (1, 3):
+        root, vids = bench.make_mini_ucf(tmp_path / f"ucf{n}", "tiny", n, 4)
+        assert len(vids) == n and all((root / v).is_file() for v in vids)
+        for k in (1, 2, 3):
+            s = load_split("ucf101", root, k)
+            assert s.train and s.test and not {v for v, _ in s.train} & {v for v, _ in s.test}
