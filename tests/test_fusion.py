@@ -1,5 +1,6 @@
 """Score fusion (twostream_lib.fusion), score files, and accuracy metrics (twostream_lib.metrics)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,33 @@ def test_scorecard_round_trip(tmp_path):
         scorecard.write("04_temporal", [a, a], tmp_path)
     with pytest.raises(ValueError, match="finite"):
         scorecard.Claim("n", "c", "n", None, float("nan"), None, False)
+
+
+def test_chapter_time_kept_from_the_execution_that_trained_its_runs(tmp_path):
+    """A re-execution over finished runs takes seconds; the front page must keep the from-scratch cost."""
+    from twostream_lib import scorecard
+
+    scorecard.record_time("05_multitask", 330.0, tmp_path, reused_runs=1)   # from scratch, in order
+    scorecard.record_time("05_multitask", 20.0, tmp_path, reused_runs=5)    # every run reused: not the cost
+    assert scorecard.load_times(tmp_path) == {"05_multitask": 330.0}
+    scorecard.record_time("05_multitask", 300.0, tmp_path, reused_runs=1)   # from scratch again: the new cost
+    scorecard.record_time("06_fusion", 12.0, tmp_path, reused_runs=3)
+    assert scorecard.load_times(tmp_path) == {"05_multitask": 300.0, "06_fusion": 12.0}
+    assert scorecard.load_times(tmp_path, profile="gpu") == {}
+
+
+def test_chapter_counts_the_runs_it_reuses(tmp_path):
+    from twostream_lib.book import Chapter
+    from twostream_lib.train import finished_run
+
+    import torch
+    from twostream_lib.checkpoint import make_checkpoint, save_checkpoint
+
+    ch = Chapter("05_multitask", data="ucf101", runs_dir=tmp_path)   # real data: nothing is generated
+    cfg = ch.config("lab_temporal", "ucf101_temporal", name="t")
+    assert ch.reused == set() and finished_run(cfg) is None
+    for f in ("last.pt", "best.pt"):   # the run, finished (as train leaves it)
+        save_checkpoint(Path(cfg.out_dir) / f, make_checkpoint(torch.nn.Linear(1, 1), cfg, cfg.max_iters, [["a"]]))
+    ch.config("lab_temporal", "ucf101_temporal", name="t")
+    ch.config("lab_temporal", "ucf101_temporal", ["lr=0.02"], name="t")  # other settings: not this run
+    assert ch.reused == {cfg.out_dir}

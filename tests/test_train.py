@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from twostream_lib.config import ConfigError, TrainConfig, load_config
 from twostream_lib.checkpoint import load_checkpoint
 from twostream_lib.data import RunData
-from twostream_lib.train import train
+from twostream_lib.train import finished_run, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -310,6 +310,13 @@ def test_resume_with_other_settings_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot resume.*lr: checkpoint 0.01, now 0.02"):
         train(synth_cfg(tmp_path, max_iters=10, val_every=10, lr=0.02, resume=True), progress=False,
               data=synth_data())
+    # finished_run: the one test of "this very run, finished" (the stills pre-training reuses it too)
+    assert finished_run(synth_cfg(tmp_path, max_iters=10, val_every=10, resume=True))["step"] == 10
+    assert finished_run(synth_cfg(tmp_path, max_iters=10, val_every=10, resume=True, workers=3)) is not None
+    assert finished_run(synth_cfg(tmp_path, max_iters=10, val_every=10, resume=False)) is None
+    assert finished_run(synth_cfg(tmp_path, max_iters=20, val_every=10, resume=True)) is None  # not finished
+    assert finished_run(synth_cfg(tmp_path, max_iters=10, val_every=10, resume=True, lr=0.02)) is None
+    assert finished_run(synth_cfg(tmp_path / "elsewhere", max_iters=10, val_every=10, resume=True)) is None
 
 
 def test_run_config_names_data_and_runs_for_lab_and_real_data(tmp_path):

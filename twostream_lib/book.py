@@ -36,6 +36,7 @@ from .evaluate import cached_scores
 from .lab import prepare_lab
 from .lab.stills import pretrain_run
 from .protocol import TEST_CROPS, TEST_FRAMES
+from .train import finished_run
 
 __all__ = ["Profile", "PROFILES", "Chapter"]
 
@@ -78,6 +79,7 @@ class Chapter:
     scorecard_dir: str | os.PathLike = "scorecard"
     overrides: list[str] = field(default_factory=list)
     claims: list[scorecard.Claim] = field(default_factory=list)
+    reused: set[str] = field(default_factory=set)  # run folders found finished (reused, not trained)
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -123,7 +125,10 @@ class Chapter:
                  [f"lr_steps=[{','.join(str(math.ceil(s * factor)) for s in start.lr_steps)}]"] if factor != 1 else []
         ov = [*(prof.overrides if self.lab else ()), *scaled, f"split={self.split}", f"seed={self.seed}",
               f"device={self.device}", *overrides, *self.overrides]
-        return run_config(base, ov, name=name, data_dir=self.data_dir, scale=self.scale, runs_dir=self.runs_dir)
+        cfg = run_config(base, ov, name=name, data_dir=self.data_dir, scale=self.scale, runs_dir=self.runs_dir)
+        if finished_run(cfg) is not None:
+            self.reused.add(cfg.out_dir)
+        return cfg
 
     def pretrained_spatial_config(self, finetune: str = "all", real_base: str = "ucf101_spatial",
                                   overrides: list[str] | tuple[str, ...] = (), name: str | None = None
@@ -157,9 +162,12 @@ class Chapter:
 
     def write_scorecard(self) -> Path | None:
         """Write this chapter's claims to ``scorecard_dir/<name>.json`` and its execution time so far to
-        ``timings.json`` (lab data only: the scorecard is the lab's; a GPU profile writes ``<name>.gpu.json``)."""
+        ``timings.json`` (lab data only: the scorecard is the lab's; a GPU profile writes ``<name>.gpu.json``).
+        The time is kept only if this execution reused no more finished runs than the recorded one
+        (:func:`twostream_lib.scorecard.record_time`)."""
         if not self.lab:
             return None
         suffix = "" if self.profile == "cpu" else f".{self.profile}"
-        scorecard.record_time(self.name, time.perf_counter() - self.started, self.scorecard_dir, self.profile)
+        scorecard.record_time(self.name, time.perf_counter() - self.started, self.scorecard_dir, self.profile,
+                              reused_runs=len(self.reused))
         return scorecard.write(self.name + suffix, self.claims, self.scorecard_dir)

@@ -66,7 +66,7 @@ from .models import build_model_for, multitask_loss, set_finetune_mode
 from .runtime import autocast, chunk_seed, init_distributed, resolve_device, seed_chunk, set_cpu_threads
 
 __all__ = ["ChunkSampler", "make_train_loader", "train_step", "train_one_chunk", "validate", "RunState",
-           "check_run_folder", "train", "main", "RESUME_MAY_CHANGE", "RUN_FILES"]
+           "check_run_folder", "changed_settings", "finished_run", "train", "main", "RESUME_MAY_CHANGE", "RUN_FILES"]
 
 LOG_FIELDS = ["step", "lr", "loss", "acc", "val_acc", "samples_per_s"]
 #: settings that may differ between a checkpoint and the run resuming it (they don't change what is learnt)
@@ -356,12 +356,28 @@ def new_run_state(cfg: TrainConfig, data: RunData, model: nn.Module | None, devi
     return RunState(model, optimizer, scheduler)
 
 
+def changed_settings(ckpt: dict, cfg: TrainConfig) -> dict:
+    """The settings in which ``cfg`` differs from the run that wrote checkpoint ``ckpt`` (those a resumed run
+    may change, :data:`RESUME_MAY_CHANGE`, aside): ``{key: (checkpoint's value, cfg's value)}``."""
+    return {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
+            if k not in RESUME_MAY_CHANGE and getattr(cfg, k, v) != v}
+
+
+def finished_run(cfg: TrainConfig) -> dict | None:
+    """The last checkpoint of ``cfg.out_dir`` when that folder holds this very run (same settings), finished
+    (``max_iters`` reached) and to be reused (``cfg.resume``); otherwise ``None``."""
+    out = Path(cfg.out_dir)
+    if not (cfg.resume and (out / "last.pt").is_file() and (out / "best.pt").is_file()):
+        return None
+    ckpt = load_checkpoint(out / "last.pt")
+    return None if changed_settings(ckpt, cfg) or int(ckpt["step"]) < cfg.max_iters else ckpt
+
+
 def resume_run(state: RunState, cfg: TrainConfig, path: Path, verbose: bool) -> None:
     """Continue from ``last.pt`` exactly (weights, optimiser, schedule, RNGs); a checkpoint trained with other
     settings is another experiment: refused, naming the differences."""
     ckpt = load_checkpoint(path, map_location="cpu")  # RNG states must stay CPU tensors
-    changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
-               if k not in RESUME_MAY_CHANGE and getattr(cfg, k, v) != v}
+    changed = changed_settings(ckpt, cfg)
     if changed:
         raise ConfigError(f"{path}: cannot resume, the checkpoint was trained with other settings ("
                           + ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changed.items())

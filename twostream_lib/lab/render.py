@@ -79,10 +79,10 @@ def _skeleton(ch: dict) -> tuple[dict, dict]:
 _STYLE = {
     "lab-ucf": dict(shape="capsule", sat=(0.45, 0.9), val=(0.55, 1.0), noise=(1.5, 4.0), cam_p=0.33,
                     backgrounds=("noise", "blobs", "stripes", "tiles"), limb_contrast=(0.35, 0.6), stripes=0.0,
-                    fig_scale=(0.6, 0.78)),
+                    fig_scale=(0.6, 0.78), speed=(0.75, 1.3), amp=(0.8, 1.15)),
     "lab-hmdb": dict(shape="ellipse", sat=(0.12, 0.45), val=(0.3, 0.75), noise=(3.0, 7.0), cam_p=0.45,
                      backgrounds=("wallpaper", "bricks", "noise_muted"), limb_contrast=(0.25, 0.5), stripes=0.6,
-                     fig_scale=(0.55, 0.72)),
+                     fig_scale=(0.55, 0.72), speed=(0.75, 1.3), amp=(0.8, 1.15)),
 }
 
 
@@ -216,7 +216,7 @@ def _build_scene(spec: ClipSpec) -> _Scene:
     T, H, W = spec.n_frames, spec.height, spec.width
     unit = W / 128.0
     t = np.arange(T) / FPS
-    P = dict(speed=rng.uniform(0.75, 1.3), amp=rng.uniform(0.8, 1.15), phase=rng.uniform(0, 2 * PI),
+    P = dict(speed=rng.uniform(*style["speed"]), amp=rng.uniform(*style["amp"]), phase=rng.uniform(0, 2 * PI),
              dur=max((T - 1) / FPS, 1e-3), t=t)
     ch, post = ACTIONS[key](rng, t, P)
     fparts, J = _skeleton(ch)

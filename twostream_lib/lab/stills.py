@@ -22,16 +22,14 @@ or from the command line: ``python -m twostream_lib pretrain configs/lab_pretrai
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint
 from ..config import CONFIG_DIR, TrainConfig, load_config
 from ..data import RunData, VideoCache, holdout, make_dataset
 from ..errors import ArgumentParser, run_cli
-from ..train import RESUME_MAY_CHANGE, train
+from ..train import finished_run, train
 from .motions import PI, rand_color
 from .render import _STYLE, _background, _Part, _render_scene, _Scene, _tileable_noise
 from .specs import SCALES
@@ -191,13 +189,8 @@ def stills_run_data(cfg: TrainConfig, n_per_class: int = STILLS_PER_CLASS, seed:
 # ---------------------------------------------------------------------------------------------- the run
 def _finished(cfg: TrainConfig) -> bool:
     """Whether ``cfg.out_dir`` holds this very run, finished (then it is reused without regenerating data)."""
-    out = Path(cfg.out_dir)
-    if not (cfg.resume and (out / "last.pt").is_file() and (out / "best.pt").is_file()):
-        return False
-    ckpt = load_checkpoint(out / "last.pt")
-    mine = asdict(cfg)
-    same = all(mine.get(k) == v for k, v in ckpt["config"].items() if k not in RESUME_MAY_CHANGE)
-    return same and ckpt.get("classes") == [list(STILLS_CLASSES)] and int(ckpt["step"]) >= cfg.max_iters
+    ckpt = finished_run(cfg)
+    return ckpt is not None and ckpt.get("classes") == [list(STILLS_CLASSES)]
 
 
 def pretrain(cfg: TrainConfig, progress: bool = True, n_per_class: int = STILLS_PER_CLASS) -> str:
