@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from twostream_lib import evaluate
 from twostream_lib.evaluate import predict_videos, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +172,7 @@ def test_end_to_end_multitask_temporal(lab_root_tiny, tiny_caches, tmp_path):
     cfg = load_config(REPO / "configs/lab_multitask.yaml", [
         f"roots=[{lab_root_tiny / 'lab-ucf'},{lab_root_tiny / 'lab-hmdb'}]",
         f"caches=[{tiny_caches['lab-ucf']},{tiny_caches['lab-hmdb']}]", "arch=resnet18", "width=1", "crop_size=40", "L=3",
-        "batch_size=8", "max_iters=3", "ckpt_every=3", "val_every=3", "val_frames=2", "workers=0", "device=cpu",
+        "batch_size=8", "max_iters=3", "ckpt_every=3", "val_every=3", "val_frames=2", "workers=1", "device=cpu",
         "tensorboard=false", f"out_dir={tmp_path / 'mt'}"])
     r = train(cfg, progress=False)
     assert r["final"]["step"] == 3 and r["history"][-1]["val_acc_1"] is not None
@@ -180,6 +181,17 @@ def test_end_to_end_multitask_temporal(lab_root_tiny, tiny_caches, tmp_path):
                              progress=False)
     assert ev["scores"].shape == (len(hmdb.test), len(hmdb.classes))
     assert math.isfinite(ev["mean_class_accuracy"])
+    # the loader's workers don't change a score; on a CPU the default builds the test items in place (0 workers)
+    seen = []
+    real = evaluate.predict_videos
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate, "predict_videos", lambda *a, **k: seen.append(k["workers"]) or real(*a, **k))
+        by_default = evaluate_checkpoint(r["best_checkpoint"], task=1, frames=2, crops=10, device="cpu",
+                                         progress=False)
+        one_worker = evaluate_checkpoint(r["best_checkpoint"], task=1, frames=2, crops=10, device="cpu",
+                                         progress=False, workers=1)
+    assert seen == [0, 1]
+    np.testing.assert_allclose(by_default["scores"], one_worker["scores"], rtol=0, atol=1e-6)
 
 
 def test_shared_head_union_of_classes(lab_root_tiny, tiny_caches, tmp_path):

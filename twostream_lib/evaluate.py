@@ -194,7 +194,9 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     check_views(frames, crops, "evaluate_checkpoint")
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(ckpt_path, dev)
-    workers = cfg.workers if workers is None else workers
+    if workers is None:  # a test item is a whole video's views (25 x 10 stacks): on a CPU, passing it from a
+        # worker process costs more than building it in place, and the worker takes a core from the net
+        workers = 0 if dev.type == "cpu" else cfg.workers
     set_cpu_threads(dev, workers)
     if not 0 <= task < cfg.num_tasks:
         raise ValueError(f"{ckpt_path}: task {task} out of range; the run trained on {cfg.datasets}")
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", type=int, default=0, help="multitask runs: which dataset/head (index in `datasets`)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-videos", type=_positive, default=1, help="videos per forward batch")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's; 0 on a CPU)")
     p.add_argument("--root", default=None, help="override the dataset root recorded in the checkpoint")
     p.add_argument("--cache", default=None, help="override the cache recorded in the checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
