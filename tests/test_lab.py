@@ -100,14 +100,40 @@ def test_ucf_test_groups_scale_like_ucf101():
 
 
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_hmdb_is_70_30_per_class(lab_root_tiny, split):
+def test_hmdb_has_few_training_clips_per_class(lab_root_tiny, split):
     s = load_split("lab-hmdb", lab_root_tiny / "lab-hmdb", split)
     for lbl, cls in enumerate(s.classes):
         n_tr = sum(1 for _, l in s.train if l == lbl)
         n_te = sum(1 for _, l in s.test if l == lbl)
-        n = n_tr + n_te
-        assert n == len(list((lab_root_tiny / "lab-hmdb" / cls).glob("*.avi")))
-        assert n_te == max(1, round(0.3 * n)) and n_tr == n - n_te
+        assert n_tr + n_te == len(list((lab_root_tiny / "lab-hmdb" / cls).glob("*.avi")))
+        assert n_tr == lab.SCALES["tiny"]["hmdb_train"] and n_te >= 1
+
+
+def test_small_hmdb_split_trains_on_6_clips_per_class(tmp_path):
+    """Split files only (no rendering): at the small scale every class trains on 6 clips and tests on the rest."""
+    from twostream_lib.lab.writer import _write_splits
+
+    specs = lab.lab_clip_specs("lab-hmdb", "small")
+    _write_splits(tmp_path, "lab-hmdb", specs, "small", 0)
+    for cls in lab.LAB_HMDB_CLASSES:
+        ids = [line.split()[1] for line in
+               (tmp_path / "lab-hmdb" / "testTrainMulti_7030_splits" / f"{cls}_test_split1.txt").read_text().splitlines()]
+        assert ids.count("1") == 6 and ids.count("2") == len(ids) - 6 >= 6
+
+
+def test_a_lab_dataset_of_an_older_design_is_refused(tmp_path):
+    import json
+
+    root = tmp_path / "tiny"
+    lab.make_lab_datasets(root, "tiny", progress=False, datasets=("lab-hmdb",))
+    info = json.loads((root / "lab_info.json").read_text())
+    info["datasets"]["lab-hmdb"]["version"] = 1
+    (root / "lab_info.json").write_text(json.dumps(info))
+    with pytest.raises(lab.LabVersionError, match=r"lab-hmdb: rendered by version 1 .* renders version 2"):
+        lab.make_lab_datasets(root, "tiny", progress=False, datasets=("lab-hmdb",))
+    shutil.rmtree(root / "lab-hmdb")  # what the message asks for: then it renders the dataset afresh
+    assert lab.make_lab_datasets(root, "tiny", progress=False, datasets=("lab-hmdb",))["lab-hmdb"] > 0
+    assert json.loads((root / "lab_info.json").read_text())["datasets"]["lab-hmdb"]["version"] == 2
 
 
 # ------------------------------------------------------------------ ground-truth flow

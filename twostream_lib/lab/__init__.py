@@ -15,15 +15,18 @@ real-data code path is the one exercised::
 
 ``lab-ucf`` splits are by group, scaled from UCF-101 (which tests groups 1-7 / 8-14 / 15-21):
 with ``G`` groups, split ``k`` tests groups ``(k-1)b+1 .. kb`` with ``b = round(7G/25)``; no
-group is ever in both the train and test list of a split. ``lab-hmdb`` splits are 70/30 per
-class per split (1 = train, 2 = test), as HMDB-51's ``testTrainMulti_7030_splits``.
+group is ever in both the train and test list of a split. ``lab-hmdb`` splits use HMDB-51's
+``testTrainMulti_7030_splits`` format (1 = train, 2 = test); each split trains on a few clips per
+class (``SCALES[scale]["hmdb_train"]``: 6 at ``small``) and tests on the rest, modelling HMDB-51's
+small size while keeping a test set that can measure a difference.
 
 **Content.** Articulated figures (capsule limbs in ``lab-ucf``; elliptical limbs, muted palette,
-patterned backgrounds and stronger noise/camera motion in ``lab-hmdb``) with textured, shaded
-limbs act over random textured backgrounds. Per clip: speed, amplitude, phase, position, scale,
-colours, facing (a random mirror), length (2-4 s at 25 fps for ``small``/``full``; 12-20 frames
-for ``tiny``), Gaussian sensor noise and, on about a third of the clips, camera motion (pan,
-zoom, shake).
+patterned backgrounds and stronger noise in ``lab-hmdb``) with textured, shaded limbs act over
+random textured backgrounds. Per clip: speed, amplitude, phase, position, scale, colours, facing
+(a random mirror), length (2-4 s at 25 fps for ``small``/``full``; 12-20 frames for ``tiny``),
+Gaussian sensor noise and camera motion (pan, zoom, shake) on about a third of the ``lab-ucf``
+clips. ``lab-hmdb`` is harder, as HMDB-51's movie and web footage is: the camera moves in 80% of
+its clips, and figure size, speed and amplitude vary over wider ranges.
 
 **Classes** (:data:`LAB_UCF_CLASSES`, :data:`LAB_HMDB_CLASSES`, :func:`class_info`):
 
@@ -64,8 +67,8 @@ from .classes import (CONTEXT_CLASSES, DATASETS, FPS, LAB_HMDB_CLASSES, LAB_UCF_
                       SHARED_CLASSES, class_info)
 from .render import render_clip
 from .specs import SCALES, ClipSpec, clip_spec, lab_clip_specs
-from .writer import flow_path, generate_clip, make_lab_datasets, prepare_lab
+from .writer import LAB_VERSION, LabVersionError, flow_path, generate_clip, make_lab_datasets, prepare_lab
 
 __all__ = ["FPS", "SCALES", "LAB_UCF_CLASSES", "LAB_HMDB_CLASSES", "MOTION_PAIRS", "CONTEXT_CLASSES",
            "SHARED_CLASSES", "DATASETS", "ClipSpec", "class_info", "clip_spec", "lab_clip_specs", "render_clip",
-           "make_lab_datasets", "generate_clip", "flow_path", "prepare_lab"]
+           "make_lab_datasets", "generate_clip", "flow_path", "prepare_lab", "LAB_VERSION", "LabVersionError"]

@@ -14,13 +14,14 @@ from .classes import dataset_classes
 
 __all__ = ["SCALES", "ClipSpec", "clip_rng", "check_scale", "clip_spec", "lab_clip_specs"]
 
-#: height, width, UCF groups per class, clips per group (min, max), HMDB clips per class
-#: (min, max), clip length in frames (min, max).
+#: height, width, UCF groups per class, clips per group (min, max), HMDB clips per class (min, max) and how many
+#: of them each split trains on (the rest are test clips), clip length in frames (min, max).
 SCALES: dict[str, dict] = {
-    "tiny": dict(height=48, width=64, ucf_groups=3, ucf_clips=(1, 2), hmdb_clips=(4, 5), frames=(12, 20)),
-    "small": dict(height=96, width=128, ucf_groups=12, ucf_clips=(2, 3), hmdb_clips=(10, 14),
+    "tiny": dict(height=48, width=64, ucf_groups=3, ucf_clips=(1, 2), hmdb_clips=(4, 5), hmdb_train=3,
+                 frames=(12, 20)),
+    "small": dict(height=96, width=128, ucf_groups=12, ucf_clips=(2, 3), hmdb_clips=(12, 16), hmdb_train=6,
                   frames=(50, 100)),
-    "full": dict(height=240, width=320, ucf_groups=25, ucf_clips=(4, 7), hmdb_clips=(40, 60),
+    "full": dict(height=240, width=320, ucf_groups=25, ucf_clips=(4, 7), hmdb_clips=(40, 60), hmdb_train=24,
                  frames=(50, 100)),
 }
 

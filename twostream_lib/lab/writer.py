@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ArgumentParser
+from ..errors import ArgumentParser, UserError
 from ..files import atomic_write_text
 from ..flow import FLOW_METHODS, gt_flow_path
 from ..prepare import CacheError, prepare
@@ -22,7 +22,19 @@ from .classes import DATASETS, FPS, LAB_HMDB_CLASSES, LAB_UCF_CLASSES, class_inf
 from .render import render_clip
 from .specs import SCALES, ClipSpec, check_scale, clip_rng, lab_clip_specs
 
-__all__ = ["make_lab_datasets", "generate_clip", "flow_path", "prepare_lab", "lab_main"]
+__all__ = ["LAB_VERSION", "LabVersionError", "make_lab_datasets", "generate_clip", "flow_path", "prepare_lab",
+           "lab_main"]
+
+#: The version of each lab dataset's design, recorded in ``lab_info.json``: a change to how a dataset's clips are
+#: rendered or split bumps it, so a lab root rendered by an older design is refused instead of silently mixed.
+#: lab-hmdb 2: a moving camera in most clips, wider ranges of figure size, speed and amplitude, 6 training clips
+#: per class at the small scale (chapter 1 says what each models).
+LAB_VERSION = {"lab-ucf": 1, "lab-hmdb": 2}
+
+
+class LabVersionError(UserError, ValueError):
+    """A lab dataset on disk was rendered by another version of the lab's design."""
+
 
 def flow_path(video: str | os.PathLike) -> Path:
     """``.../<stem>.avi`` -> ``.../<stem>.flow.npz`` (the same rule as :func:`twostream_lib.flow.gt_flow_path`)."""
@@ -93,7 +105,7 @@ def _write_splits(root: Path, dataset: str, specs: list[ClipSpec], scale: str, s
         d = root / "lab-hmdb" / "testTrainMulti_7030_splits"
         for cls in sorted(LAB_HMDB_CLASSES):
             cs = [s for s in specs if s.cls == cls]
-            n_test = max(1, int(round(0.3 * len(cs))))
+            n_test = len(cs) - SCALES[scale]["hmdb_train"]  # few training clips per class, HMDB-51's size
             for k in (1, 2, 3):
                 perm = clip_rng(seed, dataset, cls, "split", k).permutation(len(cs))
                 ids = np.ones(len(cs), int)
@@ -114,8 +126,9 @@ def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int =
 
     Resumable: a clip whose ``.avi`` (and, with ``gt_flow``, ``.flow.npz``) exists is skipped;
     temp files left by a killed run are removed and their clips redone. Split files are
-    rewritten (deterministically). ``<root>/lab_info.json`` records scale and seed; running
-    over a root made with another scale or seed raises ``ValueError``.
+    rewritten (deterministically). ``<root>/lab_info.json`` records scale, seed and each dataset's design
+    version (:data:`LAB_VERSION`); running over a root made with another scale or seed raises ``ValueError``,
+    over a dataset rendered by another version :class:`LabVersionError`.
 
     Returns:
         ``{dataset: number of videos}`` for the generated datasets.
@@ -132,6 +145,13 @@ def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int =
             raise ValueError(f"{info_path}: this lab root was made with scale={old.get('scale')!r} "
                              f"seed={old.get('seed')!r}; refusing to mix in scale={scale!r} seed={seed!r} "
                              f"(use another --root)")
+        for ds in datasets:
+            made = old.get("datasets", {}).get(ds, {}).get("version", 1)
+            if ds in old.get("datasets", {}) and made != LAB_VERSION[ds] and (root / ds).exists():
+                raise LabVersionError(
+                    f"{root / ds}: rendered by version {made} of the {ds} design; this library renders version "
+                    f"{LAB_VERSION[ds]}. Delete {root / ds}, its caches (cache/<scale>/{ds}-*) and the runs trained "
+                    f"on it, then run again")
     all_specs = {ds: lab_clip_specs(ds, scale, seed) for ds in datasets}
     for ds in datasets:
         _remove_temps(root / ds)
@@ -159,7 +179,8 @@ def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int =
     if info_path.is_file():
         old_ds = json.loads(info_path.read_text(encoding="utf-8")).get("datasets", {})
     for ds in datasets:
-        old_ds[ds] = {"videos": len(all_specs[ds]), "frames": int(sum(s.n_frames for s in all_specs[ds])),
+        old_ds[ds] = {"version": LAB_VERSION[ds], "videos": len(all_specs[ds]),
+                      "frames": int(sum(s.n_frames for s in all_specs[ds])),
                       "class_info": {k: v for k, v in class_info(ds).items() if k != "description"}}
     info = {"scale": scale, "seed": seed, "height": cfg["height"], "width": cfg["width"], "fps": FPS,
             "gt_flow": gt_flow, "flow_format": "<stem>.flow.npz: flow (T-1,H,W,2) float16 px, x then y, forward",
