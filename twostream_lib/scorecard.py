@@ -67,6 +67,10 @@ def load_all(folder: str | os.PathLike = "scorecard", profile: str = "cpu") -> l
     return out
 
 
+def _timings_path(folder: str | os.PathLike, profile: str) -> Path:
+    return Path(folder) / ("timings.json" if profile == "cpu" else f"timings.{profile}.json")
+
+
 def record_time(chapter: str, seconds: float, folder: str | os.PathLike = "scorecard",
                 profile: str = "cpu", reused_runs: int = 0) -> Path:
     """Record how long a chapter took to execute (``timings.json``, or ``timings.<profile>.json``), and how many
@@ -74,7 +78,7 @@ def record_time(chapter: str, seconds: float, folder: str | os.PathLike = "score
 
     What a reader wants to know is what a chapter costs executed from scratch, in order, so an execution that
     reused more runs than the recorded one (a re-execution over finished runs) leaves the record as it is."""
-    path = Path(folder) / ("timings.json" if profile == "cpu" else f"timings.{profile}.json")
+    path = _timings_path(folder, profile)
     times = json.loads(path.read_text()) if path.is_file() else {}
     old = times.get(chapter)
     if isinstance(old, dict) and old["reused_runs"] < reused_runs:
@@ -85,7 +89,7 @@ def record_time(chapter: str, seconds: float, folder: str | os.PathLike = "score
 
 def load_times(folder: str | os.PathLike = "scorecard", profile: str = "cpu") -> dict[str, float]:
     """``{chapter: seconds}``: what each chapter took, executed with ``profile`` reusing the fewest runs."""
-    path = Path(folder) / ("timings.json" if profile == "cpu" else f"timings.{profile}.json")
+    path = _timings_path(folder, profile)
     times = json.loads(path.read_text()) if path.is_file() else {}
     return {k: v["seconds"] if isinstance(v, dict) else v for k, v in times.items()}
 
