@@ -386,9 +386,24 @@ def _cli(*args, cwd=REPO):
 
 
 @pytest.mark.slow
-def test_cli_user_errors_are_one_line_exit_2(tmp_path):
+def _cli_in_process(capsys, *args) -> tuple[int, str, str]:
+    """``python -m twostream_lib ARGS`` run in this process (no interpreter and torch start-up per call): the exit
+    status, stdout and stderr. A bug's exception propagates, and so fails the calling test."""
+    from twostream_lib import cli
+
+    capsys.readouterr()
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse errors and --help exit
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     """Every user error of `train` and `evaluate` is one line naming the file or flag, exit status 2; a
-    traceback is for bugs only."""
+    traceback is for bugs only. Two cases run as real processes (the exit status a shell sees); the others in
+    this process, through the same `cli.main`."""
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("stream: [spatial\n")
     truncated = tmp_path / "trunc.pt"
@@ -407,14 +422,19 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path):
         (["evaluate", truncated, "--frames", "0"], "--frames"),
         (["prepare", "--dataset", "ucf101", "--root", tmp_path, "--cache", a_file], "afile: exists and is not a folder"),
     ]
-    for args, message in cases:
-        r = _cli(*args)
-        assert r.returncode == 2, (args, r.returncode, r.stderr[-2000:])
-        assert "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
-    h = _cli("train", "--help")
-    assert h.returncode == 0 and "config keys" in h.stdout and "lr_gamma" in h.stdout
-    assert "default:" in _cli("evaluate", "--help").stdout
+    monkeypatch.chdir(REPO)  # the cases name configs/... as a user in the repository would
+    for k, (args, message) in enumerate(cases):
+        if k in (0, 6):
+            r = _cli(*args)
+            code, err = r.returncode, r.stderr
+        else:
+            code, _, err = _cli_in_process(capsys, *args)
+        assert code == 2, (args, code, err[-2000:])
+        assert "Traceback" not in err and message in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, (args, err)
+    for command, words in (("train", ("config keys", "lr_gamma")), ("evaluate", ("default:",))):
+        code, out, _ = _cli_in_process(capsys, command, "--help")
+        assert code == 0 and all(w in out for w in words), (command, out[-2000:])
 
 
 MT_DDP_SCRIPT = textwrap.dedent("""
