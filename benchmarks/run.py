@@ -3,7 +3,7 @@
 
     python benchmarks/run.py                        # everything on CPU (<= 15 min on 2 cores), writes BENCHMARKS.md
     python benchmarks/run.py --quick                # ~2 min smoke version (prints; writes only with --out)
-    python benchmarks/run.py --sections flow,loader # a subset: flow, loader, train, e2e (and gpu with --gpu)
+    python benchmarks/run.py --sections flow,loader # a subset: flow, tvl1, loader, train, lrn, e2e (gpu with --gpu)
     python benchmarks/run.py --gpu --sections train # + CUDA training throughput (skips with a message without CUDA)
 
 Every figure is the median of >= 3 runs (end to end: one run, its stages are minutes long); figures compared
@@ -47,7 +47,7 @@ from twostream_lib.splits import UCF101_MEAN_FRAMES, UCF101_VIDEOS  # noqa: E402
 from twostream_lib.video import read_video, write_video  # noqa: E402
 
 E2E_SMALL_MIN = 6  # minutes the lab `small` end-to-end run takes on 2 cores (measured)
-SECTIONS = ("flow", "tvl1", "loader", "train", "e2e", "gpu")
+SECTIONS = ("flow", "tvl1", "loader", "train", "lrn", "e2e", "gpu")
 #: every section's last results, merged run after run: a run of some sections (e.g. `--sections gpu` on a GPU
 #: machine) rewrites BENCHMARKS.md with the other sections' last results kept
 RESULTS = REPO / "benchmarks" / "results.json"
@@ -675,6 +675,69 @@ def bench_tvl1_section(quick: bool, repeats: int) -> dict:
     return {"rows": rows, "accuracy": tvl1_bench.accuracy_tvl1(device="cpu", lab_pairs_n=8 if quick else 32)}
 
 
+def _swap_lrn(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every :class:`CrossChannelLRN` replaced by torch's own ``nn.LocalResponseNorm``."""
+    from twostream_lib.models import CrossChannelLRN
+
+    for name, child in module.named_children():
+        if isinstance(child, CrossChannelLRN):
+            setattr(module, name, torch.nn.LocalResponseNorm(child.size, child.alpha, child.beta, child.k))
+        else:
+            _swap_lrn(child)
+    return module
+
+
+def bench_lrn(quick: bool, repeats: int) -> dict:
+    """CPU, torch threads 2: torch's ``nn.LocalResponseNorm`` vs the nets' :class:`CrossChannelLRN` (forward,
+    forward + backward) at the shapes of CNN-M-2048's norm1/norm2, and a whole bare SGD step of the lab nets with
+    each. Interleaved, median of ``repeats`` runs."""
+    from twostream_lib.config import load_config
+    from twostream_lib.models import CNN_M_LRN, CrossChannelLRN, build_model_for
+
+    torch.set_num_threads(2)
+    n = 3 if quick else 10
+    shapes = [("lab norm1 (width 0.25, 80 crops)", (32, 24, 37, 37)), ("lab norm2", (32, 64, 8, 8)),
+              ("paper norm1 (width 1, 224 crops)", (8, 96, 109, 109)), ("paper norm2", (8, 256, 26, 26))]
+    rows = []
+    for name, shape in shapes:
+        torch.manual_seed(0)
+        x = torch.relu(3 * torch.randn(*shape))
+        impl = {"torch": torch.nn.LocalResponseNorm(**CNN_M_LRN), "ours": CrossChannelLRN(**CNN_M_LRN)}
+        err = ((impl["ours"](x) - impl["torch"](x)).abs().max() / impl["torch"](x).abs().max()).item()
+        fwd, both = {k: [] for k in impl}, {k: [] for k in impl}
+        xg = x.clone().requires_grad_()
+        for r in range(repeats):
+            for k in (("torch", "ours") if r % 2 == 0 else ("ours", "torch")):
+                with torch.no_grad():
+                    fwd[k].append(timed(lambda: [impl[k](x) for _ in range(n)]) / n)
+                both[k].append(timed(lambda: [impl[k](xg).sum().backward() for _ in range(n)]) / n)
+        rows.append({"case": name, "shape": shape, "err": err, **{f"fwd_{k}": med(v) for k, v in fwd.items()},
+                     **{f"both_{k}": med(v) for k, v in both.items()}})
+        log(f"lrn {name}: fwd+bwd torch {rows[-1]['both_torch'] * 1e3:.1f} ms, ours {rows[-1]['both_ours'] * 1e3:.1f} ms")
+    steps = []
+    for stream in ("spatial", "temporal"):
+        cfg = load_config(REPO / "configs" / f"lab_{stream}.yaml")
+        x = torch.randn(32, 3 if stream == "spatial" else 2 * cfg.L, cfg.crop_size, cfg.crop_size)
+        y = torch.randint(0, 16, (32,))
+        nets = {"ours": build_model_for(cfg, 16), "torch": _swap_lrn(build_model_for(cfg, 16))}
+        opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in nets.items()}
+
+        def step(k):
+            opts[k].zero_grad()
+            F.cross_entropy(nets[k](x), y).backward()
+            opts[k].step()
+
+        times = {k: [] for k in nets}
+        for k in nets:
+            step(k)  # warm-up
+        for r in range(repeats):
+            for k in (("torch", "ours") if r % 2 == 0 else ("ours", "torch")):
+                times[k].append(timed(lambda: [step(k) for _ in range(n)]) / n)
+        steps.append({"case": f"lab {stream} net, batch 32 (bare SGD step)", **{k: med(v) for k, v in times.items()}})
+        log(f"lrn {steps[-1]['case']}: torch {steps[-1]['torch']:.3f} s, ours {steps[-1]['ours']:.3f} s")
+    return {"rows": rows, "steps": steps, "n": n, "repeats": repeats}
+
+
 def bench_device_loader(caches: dict, device: str, batches: int, cuda_rows: bool) -> list[dict]:
     """The device-side loader (``loader: device``) at 224 from the 256-short-side cache, temporal and spatial."""
     import loader_bench
@@ -794,7 +857,7 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
               "pre-made tensors; *train_step* = the trainer's `train_step` on the same tensors; *+ loader, w "
               "workers* = `train_step` fed by the trainer's own `make_train_loader` (class-balanced sampler) from "
               "the caches of section 2, steady state (the first iteration, with worker start-up, shown apart); "
-              "*train()* = the whole trainer (`train(cfg)`: its loader with 1 worker as in the lab configs, "
+              "*train()* = the whole trainer (`train(cfg)`: its loader with 1 worker, "
               "logging, TensorBoard, checkpoint), steady-state rate from its own log rows. All columns of a row "
               "ran interleaved.", "",
               table(["case", "bare", "train_step", "step overhead"] +
@@ -818,6 +881,24 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
             L += ["<details><summary>cProfile of a lab-size temporal <code>train()</code> run "
                   "(cumulative time)</summary>", "", "```", results["profile"].strip(), "```", "", "</details>",
                   ""]
+    if "lrn" in results:
+        ln = results["lrn"]
+        L += ["## 3b. Local response normalisation, CPU (ms per call)", "",
+              "CNN-M-2048's LRN (norm1, norm2; size 5, alpha 5e-4, beta 0.75, k 2) on ReLU outputs of the layer's "
+              "shape, torch threads 2: torch's `nn.LocalResponseNorm` (pads the channels, 3-D average pool) vs "
+              "the nets' `CrossChannelLRN` (`twostream_lib.models`: the channel-window sums as one 1x1 "
+              f"convolution with a 0/1 band matrix). Median of {ln['repeats']} interleaved runs of "
+              f"{ln['n']} calls; *max diff* = largest |ours - torch| / largest |torch|.", "",
+              table(["layer", "input (B, C, H, W)", "forward: torch", "ours", "forward + backward: torch", "ours",
+                     "speed-up (fwd + bwd)", "max diff"],
+                    [[r["case"], " x ".join(map(str, r["shape"])), f"{1e3 * r['fwd_torch']:.2f}",
+                      f"{1e3 * r['fwd_ours']:.2f}", f"{1e3 * r['both_torch']:.2f}", f"{1e3 * r['both_ours']:.2f}",
+                      f"{r['both_torch'] / r['both_ours']:.1f}x", f"{r['err']:.0e}"] for r in ln["rows"]]), "",
+              "A whole bare SGD step (forward, backward, step; as section 3's *bare*) of the lab nets, with each "
+              "LRN (seconds per iteration):", "",
+              table(["case", "torch's LRN", "CrossChannelLRN", "speed-up"],
+                    [[r["case"], f"{r['torch']:.3f}", f"{r['ours']:.3f}", f"{r['torch'] / r['ours']:.2f}x"]
+                     for r in ln["steps"]]), ""]
     if "e2e" in results:
         e = results["e2e"]
         total = sum(s["s"] for s in e["stages"])
@@ -971,8 +1052,8 @@ def bottleneck(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="~2 min smoke run (prints; writes only with --out)")
-    p.add_argument("--sections", default="flow,tvl1,loader,train,e2e",
-                   help="comma-separated subset of flow,tvl1,loader,train,e2e[,gpu] (default: all CPU sections); "
+    p.add_argument("--sections", default="flow,tvl1,loader,train,lrn,e2e",
+                   help="comma-separated subset of flow,tvl1,loader,train,lrn,e2e[,gpu] (default: all CPU sections); "
                         "the other sections of an existing BENCHMARKS.md are kept")
     p.add_argument("--gpu", action="store_true", help="also run the GPU section (skips without CUDA)")
     p.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # 'cpu' to dry-run the GPU code
@@ -1017,6 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
             results["train"] = bench_train(tmp, a.quick, a.repeats, caches)
             if a.profile:
                 results["profile"] = profile_trainer(tmp, caches)
+        if "lrn" in sections:
+            results["lrn"] = bench_lrn(a.quick, a.repeats)
         if "e2e" in sections:
             scale, why = a.e2e_scale, ""
             if scale is None:

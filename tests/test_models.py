@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from twostream_lib.models import (
     CNN_M_MIN_INPUT,
+    CrossChannelLRN,
     MultiTaskNet,
     StreamNet,
     build_model,
@@ -63,6 +64,25 @@ def test_full_cnn_m_layer_shapes(full_spatial):
     norm = full_spatial.trunk.features.norm1
     assert (norm.size, norm.alpha, norm.beta, norm.k) == (5, 5e-4, 0.75, 2.0)
     assert isinstance(full_spatial.trunk.features.norm2, nn.LocalResponseNorm)
+
+
+@pytest.mark.parametrize("size,channels", [(5, 24), (5, 3), (4, 8), (1, 6), (7, 64)])
+def test_cross_channel_lrn_is_torchs_lrn(size, channels):
+    """The nets' LRN (a 1x1 band convolution) gives torch's LocalResponseNorm's output and gradient: window
+    placement for odd and even sizes, windows wider than the channels, zero padding at the ends."""
+    torch.manual_seed(0)
+    kw = dict(size=size, alpha=0.1, beta=0.75, k=1.0)  # a large alpha, so that the window sums matter
+    x = (3 * torch.randn(2, channels, 5, 7)).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = CrossChannelLRN(**kw)(x), nn.LocalResponseNorm(**kw)(x_ref)
+    torch.testing.assert_close(y, y_ref)
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    (y_ref * w).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    assert not torch.allclose(y, x.detach() / kw["k"] ** kw["beta"])  # the neighbours' energy changed the output
+    seq = torch.randn(2, channels, 9)  # other ranks: torch's own computation
+    torch.testing.assert_close(CrossChannelLRN(**kw)(seq), nn.LocalResponseNorm(**kw)(seq))
 
 
 def test_trunk_size_arithmetic_matches_the_layers():

@@ -18,7 +18,7 @@ padding, conv2 pads by 1, conv3-5 by 1. Pools are in Caffe's ceil mode, so a 224
 
 LRN is Caffe's across-channel LRN with VGG CNN-M's values: ``local_size=5, alpha=5e-4, beta=0.75, k=2``
 (:data:`CNN_M_LRN`). Caffe and :class:`torch.nn.LocalResponseNorm` both divide ``alpha`` by ``local_size``,
-so the values carry over unchanged.
+so the values carry over unchanged. The nets use :class:`CrossChannelLRN`, torch's LRN computed the faster way.
 
 Every network is split into a **trunk** (input -> feature vector, shape ``(B, feature_dim)``) and a **head**
 (:class:`StreamNet`, one ``nn.Linear``) or **heads** (:class:`MultiTaskNet`, one ``nn.Linear`` per dataset,
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 __all__ = [
     "CNN_M_LRN",
     "CNN_M_MIN_INPUT",
+    "CrossChannelLRN",
     "CNNMTrunk",
     "StreamNet",
     "MultiTaskNet",
@@ -60,6 +61,26 @@ __all__ = [
 
 #: Caffe LRN settings of VGG CNN-M (norm1, norm2).
 CNN_M_LRN = dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
+
+
+class CrossChannelLRN(nn.LocalResponseNorm):
+    """:class:`torch.nn.LocalResponseNorm` (same arguments, same result up to float rounding), computed faster.
+
+    ``b_c = a_c / (k + alpha / size * sum of a_j ** 2 over the window of size channels around c) ** beta``, zero
+    padded at the ends as torch and Caffe do. On ``(B, C, H, W)`` input the window sums are one 1x1 convolution
+    of ``a ** 2`` with a fixed 0/1 band matrix ``(C, C, 1, 1)``; torch pads the channels and runs a 3-D average
+    pool, which on a CPU made LRN the costliest layer of the lab nets (BENCHMARKS.md, section 3b). Other input
+    ranks use torch's own computation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
+        i = torch.arange(x.shape[1], device=x.device)
+        offset = i[None, :] - i[:, None]  # (C_out, C_in): input channel - output channel
+        band = (offset >= -(self.size // 2)) & (offset <= (self.size - 1) // 2)
+        sums = F.conv2d(x * x, band.to(x.dtype)[:, :, None, None])
+        return x / (sums * (self.alpha / self.size) + self.k).pow(self.beta)
+
 
 #: Channels of conv1..conv5 and units of full6, full7 at width 1 (Chatfield et al. 2014, CNN-M-2048).
 CNN_M_CHANNELS = (96, 256, 512, 512, 512)
@@ -152,13 +173,13 @@ class CNNMTrunk(nn.Module):
         layers: list[tuple[str, nn.Module]] = [
             ("conv1", nn.Conv2d(in_channels, c1, 7, stride=2)),
             ("relu1", nn.ReLU(inplace=True)),
-            ("norm1", nn.LocalResponseNorm(**CNN_M_LRN)),
+            ("norm1", CrossChannelLRN(**CNN_M_LRN)),
             ("pool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
             ("conv2", nn.Conv2d(c1, c2, 5, stride=2, padding=1)),
             ("relu2", nn.ReLU(inplace=True)),
         ]
         if conv2_norm:
-            layers.append(("norm2", nn.LocalResponseNorm(**CNN_M_LRN)))
+            layers.append(("norm2", CrossChannelLRN(**CNN_M_LRN)))
         layers += [
             ("pool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
             ("conv3", nn.Conv2d(c2, c3, 3, padding=1)),
