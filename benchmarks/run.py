@@ -3,7 +3,7 @@
 
     python benchmarks/run.py                        # everything on CPU (<= 15 min on 2 cores), writes BENCHMARKS.md
     python benchmarks/run.py --quick                # ~2 min smoke version (prints; writes only with --out)
-    python benchmarks/run.py --sections flow,loader # a subset: flow, tvl1, loader, train, lrn, e2e (gpu with --gpu)
+    python benchmarks/run.py --sections flow,loader # a subset: flow, tvl1, loader, train, lrn, memfmt, e2e (gpu with --gpu)
     python benchmarks/run.py --gpu --sections train # + CUDA training throughput (skips with a message without CUDA)
 
 Every figure is the median of >= 3 runs (end to end: one run, its stages are minutes long); figures compared
@@ -47,7 +47,7 @@ from twostream_lib.splits import UCF101_MEAN_FRAMES, UCF101_VIDEOS  # noqa: E402
 from twostream_lib.video import read_video, write_video  # noqa: E402
 
 E2E_SMALL_MIN = 6  # minutes the lab `small` end-to-end run takes on 2 cores (measured)
-SECTIONS = ("flow", "tvl1", "loader", "train", "lrn", "e2e", "gpu")
+SECTIONS = ("flow", "tvl1", "loader", "train", "lrn", "memfmt", "e2e", "gpu")
 #: every section's last results, merged run after run: a run of some sections (e.g. `--sections gpu` on a GPU
 #: machine) rewrites BENCHMARKS.md with the other sections' last results kept
 RESULTS = REPO / "benchmarks" / "results.json"
@@ -341,19 +341,23 @@ def _bench_loader(tmp: Path, quick: bool, repeats: int, caches: dict) -> dict:
             row = {"input": f"{stream} {crop}" + (" (L=10)" if stream == "temporal" else ""),
                    "frame": f"{h}x{w}", "key": key, "stream": stream, "files": nfiles, "rates": {}}
             naive = _dataset(stream, files, crop)
-            # per-file baseline (main process) and ours with 0 workers, interleaved
-            nv, ours0 = [], []
+            kept = _dataset(stream, VideoCache(caches[key], memory_mb=8192), crop)  # streams kept decoded
+            # per-file baseline (main process), ours with 0 workers, and with the streams kept decoded, interleaved
+            nv, ours0, mem0 = [], [], []
             for r in range(repeats):
                 nv += loader_rate(naive, 0, batch, batches, 1, seed=r)
                 ours0 += loader_rate(ds, 0, batch, batches, 1, seed=r)
+                mem0 += loader_rate(kept, 0, batch, batches, 1, seed=r)
             row["naive"] = med(nv)
             row["rates"][0] = med(ours0)
+            row["memory"] = med(mem0)
             for w in workers:
                 if w:
                     row["rates"][w] = med(loader_rate(ds, w, batch, batches, repeats))
             rows.append(row)
             log(f"loader {row['input']}: naive {row['naive']:.0f}, ours " +
-                ", ".join(f"w{w}={v:.0f}" for w, v in row["rates"].items()) + " samples/s")
+                ", ".join(f"w{w}={v:.0f}" for w, v in row["rates"].items()) +
+                f", w0 decoded in memory={row['memory']:.0f} samples/s")
     return {"rows": rows, "workers": workers, "batch": batch, "repeats": repeats}
 
 
@@ -738,6 +742,55 @@ def bench_lrn(quick: bool, repeats: int) -> dict:
     return {"rows": rows, "steps": steps, "n": n, "repeats": repeats}
 
 
+def bench_memory_format(quick: bool, repeats: int) -> dict:
+    """CPU, torch threads 2: the lab and paper nets in torch's default layout (NCHW) and in ``channels_last``
+    (NHWC, the configs' ``channels_last``): a bare SGD step and a test-time forward pass (no grad) of one video's
+    views. Interleaved, median of ``repeats`` runs; *max diff* = largest |NHWC - NCHW| of the test logits."""
+    from twostream_lib.config import load_config
+    from twostream_lib.models import build_model_for
+
+    torch.set_num_threads(2)
+    cases = [("lab spatial", "lab_spatial", 32, 250, 3 if quick else 10),
+             ("lab temporal", "lab_temporal", 32, 250, 3 if quick else 10),
+             ("paper spatial", "ucf101_spatial_scratch", 8, 50, 1 if quick else 2),
+             ("paper temporal", "ucf101_temporal", 8, 50, 1 if quick else 2)]
+    rows = []
+    for name, config, batch, views, n in cases:
+        cfg = load_config(REPO / "configs" / f"{config}.yaml")
+        torch.manual_seed(0)
+        net = build_model_for(cfg, 16)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-5, momentum=0.9)
+        shape = (cfg.in_channels, cfg.crop_size, cfg.crop_size)
+        xs = {"nchw": torch.randn(batch, *shape), "test": torch.randn(views, *shape)}
+        fmt_of = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+        y = torch.randint(0, 16, (batch,))
+
+        def step(f):
+            opt.zero_grad()
+            F.cross_entropy(net(xs["nchw"].contiguous(memory_format=fmt_of[f])), y).backward()
+            opt.step()
+
+        def test(f):
+            with torch.no_grad():
+                return net.eval()(xs["test"].contiguous(memory_format=fmt_of[f]))
+
+        err = (test("nhwc") - test("nchw")).abs().max().item()
+        net.train()
+        times = {(k, f): [] for k in ("step", "test") for f in fmt_of}
+        for f in fmt_of:
+            step(f)  # warm-up
+        for r in range(repeats):
+            for f in (("nchw", "nhwc") if r % 2 == 0 else ("nhwc", "nchw")):
+                times[("step", f)].append(timed(lambda: [step(f) for _ in range(n)]) / n)
+                times[("test", f)].append(timed(lambda: [test(f) for _ in range(n)]) / n)
+                net.train()
+        row = {"case": name, "batch": batch, "views": views, "err": err, **{f"{k}_{f}": med(v) for (k, f), v in times.items()}}
+        rows.append(row)
+        log(f"memory format {name}: step {row['step_nchw']:.3f} -> {row['step_nhwc']:.3f} s, test "
+            f"{row['test_nchw']:.3f} -> {row['test_nhwc']:.3f} s")
+    return {"rows": rows, "repeats": repeats}
+
+
 def bench_device_loader(caches: dict, device: str, batches: int, cuda_rows: bool) -> list[dict]:
     """The device-side loader (``loader: device``) at 224 from the 256-short-side cache, temporal and spatial."""
     import loader_bench
@@ -824,12 +877,16 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
               "frame and per flow x / y image, same JPEG bytes) opened one by one in the main process; *ours* "
               "= one packed `.bin` per stream per video, one open + one read per sample. Steady state "
               "(persistent workers, first epoch not timed), files in the page cache; torch single-threaded in "
-              "the main process (as in workers), so \"0 workers\" is one core's rate.", "",
+              "the main process (as in workers), so \"0 workers\" is one core's rate. *Decoded in memory* = "
+              "ours, 0 workers, with the cache's streams kept decoded (`VideoCache(memory_mb=...)`, the configs' "
+              "`cache_memory_mb`): each JPEG decoded once, then served from memory (the lab configs' setting).", "",
               table(["input", "frames", "per-file baseline (main process)"] +
                     [f"ours, {w} workers" if w != CORES else f"ours, {w} workers (all cores)" for w in ws] +
-                    ["ours (0 workers) / baseline"],
+                    ["ours, 0 workers, decoded in memory", "ours (0 workers) / baseline",
+                     "decoded in memory / ours (0 workers)"],
                     [[r["input"], r["frame"], fmt(r["naive"])] + [fmt(r["rates"][w]) for w in ws] +
-                     [f"{r['rates'][0] / r['naive']:.2f}x"] for r in lo["rows"]]), ""]
+                     [fmt(r.get("memory")), f"{r['rates'][0] / r['naive']:.2f}x",
+                      f"{r['memory'] / r['rates'][0]:.2f}x" if r.get("memory") else "–"] for r in lo["rows"]]), ""]
         if lo.get("device_cpu"):
             L += ["The device-side loader (`loader: device`, `twostream_lib.device_loader`) run on the CPU: the "
                   "cache's JPEG bytes read in bulk, decoded in one call per batch (libjpeg-turbo here, nvJPEG on "
@@ -899,6 +956,21 @@ def render(results: dict, info: dict, args, elapsed: float) -> str:
               table(["case", "torch's LRN", "CrossChannelLRN", "speed-up"],
                     [[r["case"], f"{r['torch']:.3f}", f"{r['ours']:.3f}", f"{r['torch'] / r['ours']:.2f}x"]
                      for r in ln["steps"]]), ""]
+    if "memfmt" in results:
+        mf = results["memfmt"]
+        L += ["## 3c. Memory format, CPU (seconds per call)", "",
+              "The lab nets (width 0.25, 80 crops) and the paper's (width 1, 224 crops) with their input in torch's "
+              "default layout (NCHW) and in `channels_last` (NHWC; the configs' `channels_last`, on in the lab and "
+              "paper configs): a bare SGD step (as section 3's *bare*) and a test-time forward pass of one video's "
+              "views (no grad; 250 = the paper's 25 x 10). Torch threads 2, median of "
+              f"{mf['repeats']} interleaved runs; *max diff* = largest |NHWC - NCHW| of the test logits (the same "
+              "function, other float rounding).", "",
+              table(["net", "SGD step, batch: NCHW", "NHWC", "speed-up", "test forward, views: NCHW", "NHWC",
+                     "speed-up", "max diff"],
+                    [[r["case"], f"{r['batch']}: {r['step_nchw']:.3f}", f"{r['step_nhwc']:.3f}",
+                      f"{r['step_nchw'] / r['step_nhwc']:.2f}x", f"{r['views']}: {r['test_nchw']:.3f}",
+                      f"{r['test_nhwc']:.3f}", f"{r['test_nchw'] / r['test_nhwc']:.2f}x", f"{r['err']:.0e}"]
+                     for r in mf["rows"]]), ""]
     if "e2e" in results:
         e = results["e2e"]
         total = sum(s["s"] for s in e["stages"])
@@ -1052,8 +1124,9 @@ def bottleneck(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="~2 min smoke run (prints; writes only with --out)")
-    p.add_argument("--sections", default="flow,tvl1,loader,train,lrn,e2e",
-                   help="comma-separated subset of flow,tvl1,loader,train,lrn,e2e[,gpu] (default: all CPU sections); "
+    p.add_argument("--sections", default="flow,tvl1,loader,train,lrn,memfmt,e2e",
+                   help="comma-separated subset of flow,tvl1,loader,train,lrn,memfmt,e2e[,gpu] (default: all CPU "
+                        "sections); "
                         "the other sections of an existing BENCHMARKS.md are kept")
     p.add_argument("--gpu", action="store_true", help="also run the GPU section (skips without CUDA)")
     p.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # 'cpu' to dry-run the GPU code
@@ -1100,6 +1173,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["profile"] = profile_trainer(tmp, caches)
         if "lrn" in sections:
             results["lrn"] = bench_lrn(a.quick, a.repeats)
+        if "memfmt" in sections:
+            results["memfmt"] = bench_memory_format(a.quick, a.repeats)
         if "e2e" in sections:
             scale, why = a.e2e_scale, ""
             if scale is None:

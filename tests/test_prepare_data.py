@@ -165,6 +165,39 @@ def test_spatial_dataset(root, cache):
     assert xb.shape == (4, 3, 40, 40)
 
 
+def test_cache_memory_decodes_each_stream_once_and_serves_the_same_samples(root, cache, monkeypatch):
+    items = items_for(load_split("ucf101", root, 1), "train")
+    plain = VideoCache(cache)
+    one_flow_stream = plain.num_flows(items[0][0]) * 48 * 64  # bytes of one video's decoded x (or y) flow
+    kept = VideoCache(cache, memory_mb=2.5 * one_flow_stream / 2**20)  # room for two such streams
+    vid = items[0][0]
+    want = {t: plain.flows(vid, range(t, t + 10)) for t in (0, 3, 5)}
+    decodes = []
+    real_imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decodes.append(1) or real_imdecode(*a))
+    for t in (0, 3, 5):  # the same fields as the plain cache's; the x and y streams are each decoded once
+        assert np.array_equal(kept.flows(vid, range(t, t + 10)), want[t])
+    assert len(decodes) == 2 * plain.num_flows(vid)
+    assert kept._decoded_bytes == 2 * one_flow_stream
+    assert len([k for k in kept._decoded if k[0] == vid]) == 2
+    with pytest.raises(ValueError, match="read-only"):
+        kept._decoded[(vid, "flow_x")][0, 0, 0] = 0
+    kept.flows(items[1][0], [0])  # a third and fourth stream: the least recently used are dropped
+    assert kept._decoded_bytes <= 2.5 * one_flow_stream and (items[1][0], "flow_y") in kept._decoded
+    rgb = kept.rgb(vid, 2)  # a stream larger than the budget is decoded but not kept
+    assert np.array_equal(rgb, plain.rgb(vid, 2)) and (vid, "rgb") not in kept._decoded
+    # datasets over either cache give the same training samples for the same random draws
+    for memory in (0, 1):
+        torch.manual_seed(0)
+        ds = TemporalDataset(VideoCache(cache, memory_mb=memory), items, mode="train", crop_size=40, L=5)
+        xs = [ds[i][0] for i in range(len(items))]
+        if memory == 0:
+            ref = xs
+    assert all(torch.equal(a, b) for a, b in zip(ref, xs))
+    with pytest.raises(ValueError, match="memory_mb"):
+        VideoCache(cache, memory_mb=-1)
+
+
 @pytest.mark.parametrize("stacking", ["stacking", "trajectory"])
 def test_temporal_dataset(root, cache, stacking):
     sp = load_split("ucf101", root, 1)

@@ -86,6 +86,9 @@ class TrainConfig:
     - loader: ``"cpu"`` — samples built by the datasets in DataLoader worker processes (``workers``) — or
       ``"device"`` — the cache's JPEG bytes read in bulk and decoded and augmented in batches on the training
       device (:mod:`twostream_lib.device_loader`; nvJPEG on CUDA). The same samples for the same random draws.
+    - cache_memory_mb: MB of decoded frames / flow fields each dataset's cache keeps in memory, per process
+      (:class:`twostream_lib.data.VideoCache` ``memory_mb``; 0 = decode every read). The same samples, fewer
+      JPEG decodes; the lab configs hold their whole small cache.
     - device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     """
 
@@ -134,6 +137,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     loader: str = "cpu"
+    cache_memory_mb: int = 0
     device: str = "auto"
     workers: int = 0
     seed: int = 0
@@ -197,8 +201,8 @@ class TrainConfig:
                 bad(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.val_crops not in CROP_CHOICES:
             bad(f"val_crops must be 1 (centre), 5 (corners + centre) or 10 (and their flips), got {self.val_crops}")
-        if self.val_every < 0 or self.workers < 0:
-            bad("val_every and workers must be >= 0")
+        if self.val_every < 0 or self.workers < 0 or self.cache_memory_mb < 0:
+            bad("val_every, workers and cache_memory_mb must be >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.dropout < 1.0:

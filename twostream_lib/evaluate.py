@@ -206,7 +206,7 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     split = load_split(cfg.datasets[task], root, cfg.split)
     classes = list(split.classes)
     check_classes(ckpt_path, ckpt, task, shared, classes, f"{root} ({cfg.datasets[task]} split {cfg.split})")
-    vc = VideoCache(cache or cfg.caches[task])
+    vc = VideoCache(cache or cfg.caches[task], memory_mb=cfg.cache_memory_mb)
     ds = make_dataset(cfg, vc, items_for(split, subset, vc), mode="test", frames=frames, crops=crops)
     use_amp = (cfg.amp and dev.type == "cuda") if amp is None else amp
     scores = predict_videos(model, ds, dev, batch_videos=batch_videos, progress=progress,

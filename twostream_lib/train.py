@@ -70,7 +70,8 @@ __all__ = ["ChunkSampler", "make_train_loader", "train_step", "train_one_chunk",
 
 LOG_FIELDS = ["step", "lr", "loss", "acc", "val_acc", "samples_per_s"]
 #: settings that may differ between a checkpoint and the run resuming it (they don't change what is learnt)
-RESUME_MAY_CHANGE = ("resume", "max_iters", "workers", "device", "log_every", "tensorboard", "compile", "loader")
+RESUME_MAY_CHANGE = ("resume", "max_iters", "workers", "device", "log_every", "tensorboard", "compile", "loader",
+                     "cache_memory_mb")
 #: the files that make a folder a run's
 RUN_FILES = ("config.yaml", "log.csv", "last.pt", "best.pt")
 
