@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 EXECUTE ?=
 SCRATCH ?= /tmp/scratchbook
 
-.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check test-real-branch clean help
+.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check test-real-branch seeds clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -93,6 +93,13 @@ test-real-branch: $(STAMP)
 gpu-check: $(STAMP)
 	$(MAKE) --no-print-directory lab SCALE=small
 	$(PY) tools/gpu_check.py $(ARGS)
+
+# seeds: chapters 3-6 executed again with other seeds (SEEDS), runs in runs/seed<k>/, scorecard entries in
+# book/scorecard/seeds/<k>/ ("What reproduced" shows them beside the book's own run; ~13 min per seed on 2 cores).
+SEEDS ?= 1 2
+seeds: $(STAMP)
+	$(MAKE) --no-print-directory lab SCALE=small
+	$(PY) tools/seed_runs.py --seeds $(SEEDS)
 
 clean:
 	rm -rf _build .pytest_cache

@@ -260,6 +260,26 @@ def test_scorecard_round_trip(tmp_path):
         scorecard.Claim("n", "c", "n", None, float("nan"), None, False)
 
 
+def test_scorecard_seed_table_counts_the_runs_a_claim_holds_in(tmp_path):
+    from twostream_lib import scorecard
+
+    claim = lambda lab, holds: scorecard.Claim("x_vs_y", "04_temporal", "x beats y", 0.07, lab, 0.02, holds)
+    other = scorecard.Claim("z", "05_multitask", "z", None, 0.5, None, True)
+    scorecard.write("04_temporal", [claim(0.05, True)], tmp_path)
+    scorecard.write("05_multitask", [other], tmp_path)
+    assert scorecard.load_seeds(tmp_path) == {}
+    scorecard.write("04_temporal", [claim(0.01, False)], tmp_path / "seeds" / "2")
+    scorecard.write("04_temporal", [claim(0.06, True)], tmp_path / "seeds" / "10")  # seeds sort as numbers
+    seeds = scorecard.load_seeds(tmp_path)
+    assert list(seeds) == [2, 10] and scorecard.load_all(tmp_path) == [claim(0.05, True), other]
+    t = scorecard.seed_table(scorecard.load_all(tmp_path), seeds)
+    assert list(t.columns) == ["paper (%)", "lab, seed 0 (%) (the book's)", "lab, seed 2 (%)", "lab, seed 10 (%)",
+                               "holds in"]
+    assert list(t.loc["x beats y"]) == ["7.0", "5.0 ✔", "1.0 ✘", "6.0 ✔", "2 of 3"]
+    assert list(t.loc["z"]) == ["–", "50.0 ✔", "–", "–", "1 of 1"]  # not measured with the other seeds
+    assert scorecard.holds_in(scorecard.load_all(tmp_path), seeds) == {"x_vs_y": (2, 3), "z": (1, 1)}
+
+
 def test_chapter_time_kept_from_the_execution_that_trained_its_runs(tmp_path):
     """A re-execution over finished runs takes seconds; the front page must keep the from-scratch cost."""
     from twostream_lib import scorecard

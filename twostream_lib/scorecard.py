@@ -8,6 +8,10 @@ A chapter, when executed, writes ``book/scorecard/<chapter>.json``: a list of en
 ``paper`` and ``lab`` are fractions (the number that decides the claim: an accuracy, or a difference for a "vs"
 claim); ``se`` is the lab number's standard error; ``holds`` is computed by the cell that measured it (never
 typed). The last page of the book ("What reproduced") reads them all (:func:`load_all`, :func:`table`).
+
+The book's chapters run with seed 0. ``tools/seed_runs.py`` executes the chapters again with other seeds and keeps
+their entries in ``scorecard/seeds/<seed>/``: :func:`load_seeds` and :func:`seed_table` show how many training
+runs each mark holds in.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 from . import viz
 from .files import atomic_write_json
 
-__all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times"]
+__all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times", "load_seeds", "holds_in", "seed_table"]
 
 
 @dataclass
@@ -101,3 +105,36 @@ def table(claims: list[Claim]):
     rows = [[c.claim, c.chapter, pct(c.paper), pct(c.lab), "–" if c.se is None else f"{100 * c.se:.1f}",
              "✔" if c.holds else "✘"] for c in claims]
     return viz.table(["claim", "chapter", "paper (%)", "lab (%)", "lab s.e. (points)", "reproduced"], rows)
+
+
+def load_seeds(folder: str | os.PathLike = "scorecard") -> dict[int, list[Claim]]:
+    """``{seed: claims}`` of the executions with other seeds (``folder/seeds/<seed>/``, ``tools/seed_runs.py``)."""
+    root = Path(folder) / "seeds"
+    dirs = [d for d in root.iterdir() if d.is_dir() and d.name.isdigit()] if root.is_dir() else []
+    return {int(d.name): load_all(d) for d in sorted(dirs, key=lambda d: int(d.name))}
+
+
+def _runs(claims: list[Claim], seeds: dict[int, list[Claim]]) -> dict[int, dict[str, Claim]]:
+    return {0: {c.id: c for c in claims}, **{k: {c.id: c for c in v} for k, v in seeds.items()}}
+
+
+def holds_in(claims: list[Claim], seeds: dict[int, list[Claim]]) -> dict[str, tuple[int, int]]:
+    """``{claim id: (runs it holds in, runs that measured it)}`` over the book's run (seed 0) and ``seeds``."""
+    runs = _runs(claims, seeds)
+    out = {}
+    for c in claims:
+        done = [r[c.id] for r in runs.values() if c.id in r]
+        out[c.id] = (sum(r.holds for r in done), len(done))
+    return out
+
+
+def seed_table(claims: list[Claim], seeds: dict[int, list[Claim]]):
+    """Each claim of the book's run (seed 0) beside the same claim measured with each other seed: the lab number
+    (percent) and its mark per seed, and in how many of the runs the claim holds."""
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    runs, counts = _runs(claims, seeds), holds_in(claims, seeds)
+    rows = [[c.claim, pct(c.paper),
+             *[f"{pct(r[c.id].lab)} {'✔' if r[c.id].holds else '✘'}" if c.id in r else "–" for r in runs.values()],
+             "{} of {}".format(*counts[c.id])] for c in claims]
+    return viz.table(["claim", "paper (%)", *[f"lab, seed {k} (%)" + (" (the book's)" if k == 0 else "")
+                                              for k in runs], "holds in"], rows)
