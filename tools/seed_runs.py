@@ -14,7 +14,6 @@ run (:func:`twostream_lib.scorecard.seed_table`). A seed whose runs are finished
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time

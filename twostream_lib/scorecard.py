@@ -24,7 +24,8 @@ from pathlib import Path
 from . import viz
 from .files import atomic_write_json
 
-__all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times", "load_seeds", "holds_in", "seed_table"]
+__all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times", "load_seeds", "holds_in",
+           "seed_table"]
 
 
 @dataclass
