@@ -64,7 +64,9 @@ class VideoCache:
             frames, or its x or y flow) is then decoded whole on its first read and served from memory after,
             the least recently used streams dropped first. Training draws each lab video ~100 times and reads
             10 flow fields of ~75 per stack, so this decodes each JPEG once instead of ~15 times; the arrays
-            returned are the same. Each DataLoader worker holds its own copy.
+            returned are the same. A stream larger than the whole budget is never kept (only the entries asked
+            for are decoded); give a budget that holds the training videos, or 0. Each DataLoader worker holds
+            its own copy.
     """
 
     def __init__(self, cache_dir: str | os.PathLike, memory_mb: float = 0):
@@ -131,10 +133,11 @@ class VideoCache:
         n = len(offs) - 1
         if any(i < 0 or i >= n for i in indices):
             raise IndexError(f"{vid}: {stream} index out of range 0..{n - 1}: {indices}")
-        if self.memory_bytes:
-            whole = self._remembered(vid, stream, offs, flags)
-            return [whole[i] for i in indices]
-        return self._decode(vid, stream, offs, indices, flags)
+        h, w = self.frame_size(vid)
+        if n * h * w * (3 if flags == cv2.IMREAD_COLOR else 1) > self.memory_bytes:  # (also when memory_mb = 0)
+            return self._decode(vid, stream, offs, indices, flags)  # too large to keep: decode what is asked
+        whole = self._remembered(vid, stream, offs, flags)
+        return [whole[i] for i in indices]
 
     def _remembered(self, vid: str, stream: str, offs: list[int], flags: int) -> np.ndarray:
         """All entries of one stream, decoded (from memory when kept; least recently used dropped first)."""
@@ -145,11 +148,10 @@ class VideoCache:
             return whole
         whole = np.stack(self._decode(vid, stream, offs, range(len(offs) - 1), flags))
         whole.setflags(write=False)  # callers get views of it: a write would change the kept stream
-        if whole.nbytes <= self.memory_bytes:
-            while self._decoded_bytes + whole.nbytes > self.memory_bytes:
-                self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
-            self._decoded[key] = whole
-            self._decoded_bytes += whole.nbytes
+        while self._decoded_bytes + whole.nbytes > self.memory_bytes:
+            self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
+        self._decoded[key] = whole
+        self._decoded_bytes += whole.nbytes
         return whole
 
     def _decode(self, vid: str, stream: str, offs: list[int], indices, flags: int) -> list[np.ndarray]:
