@@ -784,7 +784,8 @@ def bench_memory_format(quick: bool, repeats: int) -> dict:
                 times[("step", f)].append(timed(lambda: [step(f) for _ in range(n)]) / n)
                 times[("test", f)].append(timed(lambda: [test(f) for _ in range(n)]) / n)
                 net.train()
-        row = {"case": name, "batch": batch, "views": views, "err": err, **{f"{k}_{f}": med(v) for (k, f), v in times.items()}}
+        row = {"case": name, "batch": batch, "views": views, "err": err,
+               **{f"{k}_{f}": med(v) for (k, f), v in times.items()}}
         rows.append(row)
         log(f"memory format {name}: step {row['step_nchw']:.3f} -> {row['step_nhwc']:.3f} s, test "
             f"{row['test_nchw']:.3f} -> {row['test_nhwc']:.3f} s")

@@ -189,13 +189,12 @@ def test_cache_memory_decodes_each_stream_once_and_serves_the_same_samples(root,
     assert len(decodes) == 1 and (vid, "rgb") not in kept._decoded
     assert np.array_equal(rgb, plain.rgb(vid, 2))
     # datasets over either cache give the same training samples for the same random draws
-    for memory in (0, 1):
+    def samples(memory_mb):
         torch.manual_seed(0)
-        ds = TemporalDataset(VideoCache(cache, memory_mb=memory), items, mode="train", crop_size=40, L=5)
-        xs = [ds[i][0] for i in range(len(items))]
-        if memory == 0:
-            ref = xs
-    assert all(torch.equal(a, b) for a, b in zip(ref, xs))
+        ds = TemporalDataset(VideoCache(cache, memory_mb=memory_mb), items, mode="train", crop_size=40, L=5)
+        return [ds[i][0] for i in range(len(items))]
+
+    assert all(torch.equal(a, b) for a, b in zip(samples(0), samples(1)))
     with pytest.raises(ValueError, match="memory_mb"):
         VideoCache(cache, memory_mb=-1)
 
