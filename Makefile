@@ -1,6 +1,7 @@
 # Two-stream ConvNets: the executable book.
 #   make book   set up everything (venv, packages, lab data) and build the HTML book
 #   make test   set up everything and run all tests: unit tests -> notebooks (nbval) -> book build -> browser check
+#   make jupyter  set up, make the lab data, and open the book in JupyterLab (prints the URL with its token)
 # Set-up is idempotent: a second run only redoes what changed.
 
 PYTHON  ?= python3
@@ -16,17 +17,37 @@ PYTEST_ARGS ?=
 EXECUTE ?=
 SCRATCH ?= /tmp/scratchbook
 
-.PHONY: setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check test-real-branch seeds clean help
+.PHONY: jupyter kernel-user setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check test-real-branch seeds clean help
 
 help:
 	@sed -n '1,5p' Makefile
+
+# The project's Jupyter kernel: the chapters ask for kernel KERNEL_NAME, registered inside the venv (--sys-prefix),
+# where the venv's JupyterLab, nbval and the book build find it. `make kernel-user` registers it for the user too,
+# so a Jupyter installed elsewhere runs the chapters in this venv (re-run it from the checkout you want it to use).
+KERNEL_NAME := twostream
+KERNEL_DISPLAY := Python (twostream_lib)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[book,test]'
 	@$(PY) -c "import cv2; assert hasattr(cv2, 'optflow'), 'cv2 without contrib: opencv-python is shadowing opencv-contrib-python-headless'"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) --display-name "$(KERNEL_DISPLAY)"
 	@touch $(STAMP)
+
+kernel-user: $(STAMP)
+	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "$(KERNEL_DISPLAY)"
+
+# jupyter: JupyterLab on the book (the chapters' data first: `make lab`). It prints the URL with its token; open it
+# in a browser. On a remote machine: `make jupyter JUPYTER_ARGS=--no-browser`, and on your laptop
+# `ssh -N -L 8888:127.0.0.1:8888 you@remote` (then open the printed http://127.0.0.1:8888/lab?token=... locally).
+# As root (containers, cloud machines) JupyterLab needs --allow-root: added when you are root.
+JUPYTER_PORT ?= 8888
+JUPYTER_ARGS ?=
+jupyter: lab
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ip=127.0.0.1 --port=$(JUPYTER_PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS) book/intro.ipynb
 
 # Debian packages (chromium + chromium-driver for the rendered-book check, unar for RAR extraction, npm where no
 # Node.js is installed), each only when its command is missing: see tools/install_system_deps.sh.

@@ -70,9 +70,9 @@ def screenshot_dir(pytestconfig) -> Path:
     return shots
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """Headless Chromium with no network; yields a selenium WebDriver."""
+def chromium(resolver_rules: str = "MAP * ~NOTFOUND"):
+    """Debian's headless Chromium under selenium, every host name resolving to nothing unless ``resolver_rules``
+    lets it (the rendered book: none; JupyterLab: ``EXCLUDE 127.0.0.1``). Returns (driver, profile folder)."""
     for exe in (CHROMIUM, CHROMEDRIVER):
         if not exe.is_file():
             pytest.fail(f"{exe} not found: install Debian's chromium and chromium-driver (`make system`)")
@@ -87,15 +87,21 @@ def browser():
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-default-apps", "--disable-extensions", "--no-first-run", "--no-default-browser-check",
                 "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider",
-                "--host-resolver-rules=MAP * ~NOTFOUND",
+                f"--host-resolver-rules={resolver_rules}",
                 "--window-size=1280,900", "--hide-scrollbars", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     opts.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})
-    service = Service(executable_path=str(CHROMEDRIVER))
-    driver = webdriver.Chrome(service=service, options=opts)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
     driver.set_page_load_timeout(30)
     driver.set_script_timeout(30)
+    return driver, profile
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium with no network; yields a selenium WebDriver."""
+    driver, profile = chromium()
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.emulateNetworkConditions",
                            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})

@@ -1,4 +1,5 @@
 """Project hygiene: the conda shell and pyproject agree; cv2 is the contrib build."""
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -97,3 +98,14 @@ def test_benchmark_datasets_are_valid_splits(tmp_path):
         for k in (1, 2, 3):
             s = load_split("ucf101", root, k)
             assert s.train and s.test and not {v for v, _ in s.train} & {v for v, _ in s.test}
+
+
+def test_chapters_ask_for_the_kernel_the_set_up_registers():
+    """Every book notebook runs in the project's kernel (the venv), registered by the set-up under that name, so a
+    Jupyter opened anywhere does not run a chapter in another Python."""
+    make = (ROOT / "Makefile").read_text()
+    name = re.search(r"^KERNEL_NAME\s*:?=\s*(\S+)", make, re.M).group(1)
+    assert re.search(r"ipykernel install --sys-prefix --name \$\(KERNEL_NAME\)", make)
+    for nb in sorted((ROOT / "book").glob("*.ipynb")):
+        spec = json.loads(nb.read_text())["metadata"]["kernelspec"]
+        assert spec["name"] == name, f"{nb.name} asks for kernel {spec['name']!r}, not the project's {name!r}"

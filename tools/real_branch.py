@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
+import nbexec  # noqa: E402
 from param_notebook import with_parameters  # noqa: E402
 
 from twostream_lib.lab import make_lab_datasets  # noqa: E402
@@ -56,15 +56,15 @@ def miniature(work: Path) -> Path:
 
 
 def run_chapter(name: str, dataset: str, data: Path, work: Path) -> tuple[int, float]:
-    """Execute a parametrised copy of ``book/<name>.ipynb``; returns (figures, seconds). Raises on a failing cell."""
+    """Execute a parametrised copy of ``book/<name>.ipynb``; returns (figures, seconds). Raises on a failing or
+    stalled cell (per-cell timeout: :func:`nbexec.cell_timeout` of the chapter)."""
     params = {"DATA": repr(dataset), "DATA_DIR": repr(str(data)), "RUNS_DIR": repr(str(work / "runs")),
               "SCORECARD_DIR": repr(str(work / "scorecard")), "OVERRIDES": repr(TINY), "DEVICE": '"cpu"'}
     copy = with_parameters(ROOT / "book" / f"{name}.ipynb", work / "book" / f"{name}.ipynb", params,
                            optional=("RUNS_DIR", "SCORECARD_DIR", "OVERRIDES"))  # chapters that train need them
     nb = nbformat.read(str(copy), as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=1200, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "book")}}).execute()
+    nbexec.execute(nb, path=ROOT / "book" / f"{name}.ipynb", cwd=ROOT / "book")
     figures = sum("image/png" in o.get("data", {}) or "image/jpeg" in o.get("data", {})
                   for c in nb.cells for o in c.get("outputs", []))
     nbformat.write(nb, str(copy))

@@ -23,13 +23,14 @@ from nbclient.exceptions import CellExecutionError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from execute_notebook import execute  # noqa: E402
+from nbexec import CellStall  # noqa: E402
 from param_notebook import with_parameters  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHAPTERS = ("03_spatial", "04_temporal", "05_multitask", "06_fusion")
 
 
-def run_seed(seed: int, chapters=CHAPTERS, timeout: int = 3600) -> Path:
+def run_seed(seed: int, chapters=CHAPTERS, timeout: int | None = None) -> Path:
     """Execute ``chapters`` with ``SEED = seed``; returns the folder of their scorecard entries."""
     scorecard = REPO / "book" / "scorecard" / "seeds" / str(seed)
     params = {"SEED": str(seed), "DATA_DIR": repr(str(REPO / "data")),
@@ -38,7 +39,7 @@ def run_seed(seed: int, chapters=CHAPTERS, timeout: int = 3600) -> Path:
         for name in chapters:
             t0 = time.time()
             copy = with_parameters(REPO / "book" / f"{name}.ipynb", Path(tmp) / f"{name}.ipynb", params)
-            execute(copy, timeout, "python3")  # a failing cell raises: the seed's other chapters need this one
+            execute(copy, timeout)  # a failing or stalled cell raises: the seed's other chapters need this one
             print(f"seed {seed}: {name} executed in {time.time() - t0:.0f} s", flush=True)
     (scorecard / "timings.json").unlink(missing_ok=True)  # the book's chapter times are the seed-0 execution's
     return scorecard
@@ -48,14 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="seeds other than the book's own (0)")
     ap.add_argument("--chapters", nargs="+", default=list(CHAPTERS))
-    ap.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="per-cell timeout in seconds (default: the chapter's longest recorded cell x 3, >= 300)")
     a = ap.parse_args(argv)
     if 0 in a.seeds:
         ap.error("seed 0 is the book's own execution (book/scorecard/*.json); give other seeds")
     for seed in a.seeds:
         try:
             print(f"seed {seed}: scorecard in {run_seed(seed, a.chapters, a.timeout)}")
-        except CellExecutionError as e:
+        except (CellExecutionError, CellStall) as e:
             print(f"seed {seed}: a cell failed:\n{e}", file=sys.stderr)
             return 1
     return 0

@@ -1,0 +1,108 @@
+"""Executing a notebook never hangs: every path that executes the chapters fails fast on a stalled cell, naming
+the notebook, the cell index and its first line, and shuts the kernel down (tools/nbexec.py, book/conftest.py)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import execute_notebook  # noqa: E402
+import nbexec  # noqa: E402
+import real_branch  # noqa: E402
+import seed_runs  # noqa: E402
+
+pytestmark = pytest.mark.slow
+PARAMS = ('DATA = "lab"\nDATA_DIR = "../data"\nDEVICE = "cpu"\nSEED = 0\nRUNS_DIR = "runs"\nSCORECARD_DIR = "scorecard"')
+#: waits forever, and swallows the interrupt a timeout sends: nbval alone would let this cell pass
+STALL = ("import threading  # waits forever\ntry:\n    threading.Event().wait()\n"
+         "except KeyboardInterrupt:\n    pass")
+
+
+def stall_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# a stalled cell"), params, nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell(STALL), nbformat.v4.new_code_cell("print('never')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def assert_names_the_cell(text: str, name: str = "stall.ipynb") -> None:
+    assert name in text and "cell 3" in text and "import threading" in text, text
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch):
+    """nbexec's rule with a 3-second floor (the stall notebook records no timings, so the floor is its timeout)."""
+    monkeypatch.setattr(nbexec, "FLOOR", 3)
+
+
+def test_cell_timeout_follows_the_longest_recorded_cell(tmp_path):
+    nb = nbformat.read(str(stall_notebook(tmp_path / "stall.ipynb")), as_version=4)
+    assert nbexec.cell_timeout(nb) == nbexec.FLOOR  # nothing recorded
+    nb.cells[2].metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00.000Z",
+                                         "shell.execute_reply": "2026-01-01T00:10:00.500Z"}
+    assert nbexec.recorded_seconds(nb) == {2: 600.5}
+    assert nbexec.cell_timeout(nb) == 1802  # 3 x 600.5 s, rounded up
+    for chapter in sorted((ROOT / "book").glob("0*.ipynb")):  # the committed chapters carry their timings
+        assert nbexec.recorded_seconds(nbformat.read(str(chapter), as_version=4)), chapter.name
+
+
+def test_nbexec_names_the_stalled_cell_and_shuts_the_kernel_down(tmp_path, short_timeouts):
+    path = stall_notebook(tmp_path / "stall.ipynb")
+    t0 = time.perf_counter()
+    with pytest.raises(nbexec.CellStall) as e:
+        nbexec.execute(nbformat.read(str(path), as_version=4), path=path, cwd=tmp_path)
+    assert time.perf_counter() - t0 < 60
+    assert_names_the_cell(str(e.value))
+    assert "3 s" in str(e.value)
+    time.sleep(1)
+    kernels = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "ipykernel"], capture_output=True, text=True)
+    assert kernels.stdout == "", "the kernel is still running"
+
+
+def test_execute_notebook_fails_fast_and_leaves_the_notebook(tmp_path, short_timeouts, capsys):
+    path = stall_notebook(tmp_path / "stall.ipynb")
+    before = path.read_bytes()
+    assert execute_notebook.main([str(path)]) == 1
+    assert_names_the_cell(capsys.readouterr().err)
+    assert path.read_bytes() == before  # not written
+
+
+def test_seed_runs_and_real_branch_fail_fast(tmp_path, short_timeouts, monkeypatch, capsys):
+    stall_notebook(tmp_path / "book" / "stall.ipynb")
+    monkeypatch.setattr(seed_runs, "REPO", tmp_path)
+    assert seed_runs.main(["--seeds", "1", "--chapters", "stall"]) == 1
+    assert_names_the_cell(capsys.readouterr().err)
+    monkeypatch.setattr(real_branch, "ROOT", tmp_path)
+    with pytest.raises(nbexec.CellStall) as e:
+        real_branch.run_chapter("stall", "ucf101", tmp_path / "data", tmp_path / "work")
+    assert_names_the_cell(str(e.value))
+
+
+def test_nbval_fails_the_stalled_cell_instead_of_passing_it(tmp_path):
+    """nbval interrupts a timed-out cell; one that swallows the interrupt ends 'idle' and nbval passes it and marks
+    the rest xfail (a green run). book/conftest.py fails it, named."""
+    book = tmp_path / "book"
+    stall_notebook(book / "stall.ipynb")
+    shutil.copy(ROOT / "book" / "conftest.py", book / "conftest.py")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                          "--nbval-cell-timeout", "3", str(book / "stall.ipynb")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert time.perf_counter() - t0 < 120
+    assert out.returncode == 1, out.stdout
+    assert_names_the_cell(out.stdout)
+    assert "1 failed" in out.stdout, out.stdout

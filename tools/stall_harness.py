@@ -1,0 +1,118 @@
+"""Execute chapters again and again, with or without CPU load, and record which cell stalls (if any).
+
+    .venv/bin/python tools/stall_harness.py --chapters 02_flow --data real --runs 40 --hogs 2 [--timeout 120]
+
+Each run executes a parametrised copy of a chapter (``--data lab``: the lab ``small`` data in ``data/``;
+``--data real``: the miniature UCF-101/HMDB-51 of ``tools/real_branch.py``) through :func:`nbexec.execute`, in a
+working folder of its own (the book's scorecard files are not touched). ``--hogs K`` keeps K busy-looping processes
+running meanwhile. A run whose cell passes the per-cell timeout is a *stall*: the harness records the cell index,
+its first line and the versions of the kernel stack, and goes on with the next run. It ends with one table row per
+run (``--out FILE`` writes it as markdown) and exits 1 if any run stalled or failed.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import nbformat
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbexec import CellStall, cell_timeout, execute, recorded_seconds  # noqa: E402
+from param_notebook import with_parameters  # noqa: E402
+from real_branch import CHAPTERS, TINY, miniature  # noqa: E402
+
+STACK = ("ipykernel", "jupyter_client", "nbclient", "pyzmq", "tornado")
+
+
+def _hog() -> None:  # pragma: no cover - killed by the harness
+    while True:
+        pass
+
+
+def params_for(name: str, data: str, work: Path, data_dir: Path) -> dict[str, str]:
+    """The parameters-cell values of one harness run of chapter ``name``."""
+    p = {"DATA_DIR": repr(str(data_dir)), "RUNS_DIR": repr(str(work / "runs")),
+         "SCORECARD_DIR": repr(str(work / "scorecard")), "DEVICE": '"cpu"'}
+    if data == "real":
+        p.update(DATA=repr(CHAPTERS[name]), OVERRIDES=repr(TINY))
+    return p
+
+
+def one_run(name: str, data: str, work: Path, data_dir: Path, timeout: int | None) -> dict:
+    """Execute chapter ``name`` once; returns a row: status (ok | STALL | FAILED), seconds, slowest cell, detail."""
+    src = ROOT / "book" / f"{name}.ipynb"
+    copy = with_parameters(src, work / "book" / f"{name}.ipynb", params_for(name, data, work, data_dir),
+                           optional=("RUNS_DIR", "SCORECARD_DIR", "OVERRIDES"))
+    nb = nbformat.read(str(copy), as_version=4)
+    t0 = time.perf_counter()
+    row = {"chapter": name, "status": "ok", "detail": ""}
+    try:
+        execute(nb, path=src, cwd=copy.parent, timeout=timeout)
+    except CellStall as e:
+        row.update(status="STALL", detail=str(e))
+    except CellExecutionError as e:
+        row.update(status="FAILED", detail=str(e).strip().splitlines()[-1][:200])
+    row["seconds"] = time.perf_counter() - t0
+    secs = recorded_seconds(nb)
+    slow = max(secs, key=secs.get, default=None)
+    row["slowest"] = f"cell {slow}: {secs[slow]:.1f} s" if slow is not None else "-"
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chapters", default="02_flow", help="comma-separated chapter names, run in turn")
+    ap.add_argument("--data", choices=("lab", "real"), default="lab")
+    ap.add_argument("--runs", type=int, default=10, help="executions of each chapter")
+    ap.add_argument("--hogs", type=int, default=0, help="busy-looping processes kept running meanwhile")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="per-cell timeout in seconds (default: nbexec.cell_timeout of each chapter)")
+    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
+    a = ap.parse_args(argv)
+    names = a.chapters.split(",")
+    unknown = [n for n in names if n not in CHAPTERS]
+    if unknown:
+        ap.error(f"unknown chapter(s) {unknown}; known: {', '.join(CHAPTERS)}")
+    work = (a.work or Path(tempfile.mkdtemp(prefix="stall-harness-"))).resolve()
+    data_dir = miniature(work) if a.data == "real" else ROOT / "data"
+    stack = ", ".join(f"{p} {version(p)}" for p in STACK)
+    print(f"stall harness: {', '.join(names)} x {a.runs} on {a.data} data, {a.hogs} CPU hog(s); {stack}", flush=True)
+    hogs = [mp.Process(target=_hog, daemon=True) for _ in range(a.hogs)]
+    for h in hogs:
+        h.start()
+    rows, t0 = [], time.perf_counter()
+    try:
+        for k in range(a.runs):
+            for name in names:
+                timeout = a.timeout or cell_timeout(ROOT / "book" / f"{name}.ipynb")
+                row = one_run(name, a.data, work, data_dir, timeout) | {"run": k + 1, "timeout": timeout}
+                rows.append(row)
+                print(f"run {k + 1:3d} {name}: {row['status']} in {row['seconds']:.0f} s (slowest {row['slowest']})"
+                      + (f" -- {row['detail']}" if row["detail"] else ""), flush=True)
+    finally:
+        for h in hogs:
+            h.kill()
+    bad = [r for r in rows if r["status"] != "ok"]
+    table = [f"stall harness: {a.data} data, {a.hogs} CPU hog(s), {stack}", "",
+             "| run | chapter | status | seconds | per-cell timeout (s) | slowest cell | detail |",
+             "|---|---|---|---|---|---|---|"]
+    table += [f"| {r['run']} | {r['chapter']} | {r['status']} | {r['seconds']:.0f} | {r['timeout']} | {r['slowest']} "
+              f"| {r['detail']} |" for r in rows]
+    table += ["", f"{len(rows)} executions in {time.perf_counter() - t0:.0f} s: {len(rows) - len(bad)} ok, "
+              f"{sum(r['status'] == 'STALL' for r in rows)} stalled, {sum(r['status'] == 'FAILED' for r in rows)} failed"]
+    print("\n".join(table[2:]))
+    if a.out:
+        a.out.write_text("\n".join(table) + "\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
