@@ -3,6 +3,7 @@ the notebook, the cell index and its first line, and shuts the kernel down (tool
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,3 +107,58 @@ def test_nbval_fails_the_stalled_cell_instead_of_passing_it(tmp_path):
     assert out.returncode == 1, out.stdout
     assert_names_the_cell(out.stdout)
     assert "1 failed" in out.stdout, out.stdout
+
+
+def test_a_missed_socket_wake_up_costs_one_slice_not_the_whole_timeout():
+    """The stall: a message already in the socket, a poll that missed its wake-up and only finds it when its
+    timeout fires. Read in slices (nbexec.install_wakeup_fix), the message is found after one slice."""
+    import asyncio
+    from queue import Empty
+
+    arrived = time.monotonic()
+
+    async def missing_get_msg(timeout=None):  # finds the waiting message only when a poll's timeout fires
+        if timeout:
+            await asyncio.sleep(timeout)
+        if time.monotonic() - arrived < 0.05:  # (a poll that starts right away finds nothing yet)
+            raise Empty
+        return {"msg_type": "execute_reply"}
+
+    t0 = time.monotonic()
+    assert asyncio.run(nbexec._sliced(missing_get_msg)(timeout=30)) == {"msg_type": "execute_reply"}
+    assert time.monotonic() - t0 < 3 * nbexec.POLL_SLICE
+
+    async def empty_get_msg(timeout=None):
+        await asyncio.sleep(timeout or 0)
+        raise Empty
+
+    t0 = time.monotonic()
+    with pytest.raises(Empty):  # no message: the timeout still ends in Empty, on time
+        asyncio.run(nbexec._sliced(empty_get_msg)(timeout=1.5))
+    assert 1.4 < time.monotonic() - t0 < 4
+
+
+def test_the_executing_book_build_fails_fast_naming_the_notebook(tmp_path):
+    """make book EXECUTE=force: myst-nb executes with the per-cell timeout build_book.py sets, and fails the build."""
+    (tmp_path / "_config.yml").write_text(
+        'title: stall\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: "off"\n  timeout: 900\n'
+        f"sphinx:\n  local_extensions:\n    book_offline: {ROOT / 'tools'}\n"
+        "  config:\n    nb_execution_raise_on_error: true\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/stall\n")
+    stall_notebook(tmp_path / "book" / "stall.ipynb")
+    vendor = tmp_path / "book" / "_static" / "vendor"  # the offline JavaScript, faked: this build never gets there
+    for f in ("require.js", "html-manager/embed-amd.js", "mathjax/tex-chtml.js",
+              "mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"):
+        (vendor / f).parent.mkdir(parents=True, exist_ok=True)
+        (vendor / f).write_text("x")
+    versions = re.search(r'^WANT="(.*)"', (ROOT / "tools" / "vendor_js.sh").read_text(), re.M).group(1)
+    want = " ".join(re.search(rf"^{v.lstrip('$')}=(\S+)", (ROOT / "tools" / "vendor_js.sh").read_text(), re.M).group(1)
+                    for v in versions.split())
+    (vendor / ".versions").write_text(want + "\n")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--source", str(tmp_path),
+                          "--execute", "force", "--timeout", "5"], capture_output=True, text=True, timeout=300)
+    assert time.perf_counter() - t0 < 180
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log[-3000:]
+    assert "per-cell timeout 5 s" in log and "stall" in log and "import threading" in log, log[-3000:]

@@ -70,6 +70,11 @@ def test_ucf_missing_split_file(tmp_path, fname):
     ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 2", r"trainlist01.txt:5: label 2 disagrees"),
     ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi x", r"trainlist01.txt:5: label 'x' is not an integer"),
     ("just_a_name.avi", r"trainlist01.txt:5: expected"),
+    # another spelling of a training video, in any form that would pass for a second video
+    ("Archery/../Archery/v_Archery_g02_c01.avi 2", r"trainlist01.txt:5: expected .*no '\.' or '\.\.'"),
+    ("Archery/./v_Archery_g02_c01.avi 2", r"trainlist01.txt:5: expected"),
+    ("Archery//v_Archery_g02_c01.avi 2", r"trainlist01.txt:5: expected"),
+    ("./Archery/v_Archery_g02_c01.avi 2", r"trainlist01.txt:5: expected"),
     ("ApplyEyeMakeup/v_ApplyEyeMakeup_g99_c01.avi 1", r"trainlist01.txt:5: listed video .*g99.* does not exist"),
 ])
 def test_ucf_bad_lines(tmp_path, line, msg):
@@ -98,6 +103,8 @@ def test_ucf_not_a_root(tmp_path):
 @pytest.mark.parametrize("line,msg", [
     ("x.avi 3", r"cartwheel_test_split1.txt:5: split id must be 0, 1 or 2"),
     ("x.avi", r"cartwheel_test_split1.txt:5: expected"),
+    ("../cartwheel/cartwheel_clip_0.avi 2", r"cartwheel_test_split1.txt:5: expected .*a file name, no folder"),
+    ("./cartwheel_clip_0.avi 2", r"cartwheel_test_split1.txt:5: expected"),
     ("ghost.avi 1", r"cartwheel_test_split1.txt:5: listed video .*ghost.avi does not exist"),
 ])
 def test_hmdb_bad_lines(tmp_path, line, msg):
@@ -128,6 +135,15 @@ def test_ucf_video_in_train_and_test_refused(tmp_path):
     with open(lists / "testlist01.txt", "a") as f:  # g02 is a training group of split 1
         f.write("Archery/v_Archery_g02_c01.avi\n")
     with pytest.raises(SplitError, match=r"v_Archery_g02_c01\.avi in both the train and test lists"):
+        ucf101_split(root, 1)
+
+
+def test_ucf_test_video_spelt_another_way_is_refused(tmp_path):
+    """The audit's bypass: a training video listed in the test list as 'Class/../Class/video.avi'."""
+    root = make_ucf(tmp_path / "u")
+    with open(root / "ucfTrainTestlist" / "testlist01.txt", "a") as f:  # g02 is a training group of split 1
+        f.write("Archery/../Archery/v_Archery_g02_c01.avi\n")
+    with pytest.raises(SplitError, match=r"testlist01.txt:\d+: expected"):
         ucf101_split(root, 1)
 
 

@@ -232,6 +232,67 @@ def test_resume_continues_exactly(tmp_path, workers):
     assert not torch.allclose(w0["head.weight"], a["head.weight"], atol=1e-4)
 
 
+def test_a_kill_between_the_first_best_and_the_first_last_checkpoint_loses_nothing(tmp_path):
+    """best.pt comes at the first validation, last.pt at the end of the first chunk; a kill in between used to
+    leave a folder that --resume refused. Iteration 0 is written as last.pt, so the run resumes, exactly; the
+    temporary files a kill leaves are removed by the next run of the folder."""
+    kw = dict(max_iters=20, ckpt_every=10, val_every=5)
+    cfg_a = synth_cfg(tmp_path / "a", **kw)
+    full = train(cfg_a, progress=False, data=synth_data(), model=_model(cfg_a))
+    cfg_b = synth_cfg(tmp_path / "b", **kw)
+    with pytest.raises(RuntimeError, match="simulated crash"):  # dies in iteration 8, after best.pt at 5
+        train(cfg_b, progress=False, data=synth_data(), model=_model(cfg_b, crash_at=8))
+    run = Path(cfg_b.out_dir)
+    assert (run / "best.pt").is_file() and load_checkpoint(run / "last.pt")["step"] == 0
+    (run / ".last.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # as a kill inside torch.save leaves it
+    (run / ".test_scores_25x10.npz.z9.tmp").write_bytes(b"half a score file")
+    resumed = train(replace(cfg_b, resume=True), progress=False, data=synth_data(), model=_model(cfg_b))
+    a, b = state_of(full["last_checkpoint"]), state_of(resumed["last_checkpoint"])
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_a_corrupted_checkpoint_is_refused_naming_the_file(tmp_path):
+    """Flipped bytes inside the tensor data used to load as other weights; the archive's CRCs catch them."""
+    from twostream_lib.checkpoint import CheckpointError
+
+    r = train(synth_cfg(tmp_path, max_iters=10, val_every=10), progress=False, data=synth_data())
+    last = Path(r["last_checkpoint"])
+    data = bytearray(last.read_bytes())
+    at = data.index(b"data/0") + 200  # inside the first tensor's bytes
+    data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+    last.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{last}.*CRC"):
+        load_checkpoint(last)
+    with pytest.raises(CheckpointError, match="CRC"):
+        train(synth_cfg(tmp_path, max_iters=20, val_every=10, resume=True), progress=False, data=synth_data())
+
+
+def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+
+    from twostream_lib import checkpoint
+
+    r = train(synth_cfg(tmp_path, max_iters=10, val_every=10), progress=False, data=synth_data())
+    last = Path(r["last_checkpoint"])
+    before = last.read_bytes()
+
+    def full(obj, f, *a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4480 vs 4376")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda p: shutil_mod._ntuple_diskusage(10 * 2**30, 10 * 2**30, 0))
+    with pytest.raises(checkpoint.CheckpointError, match=r"disk is full \(0 MiB free.*previous checkpoint, untouched"):
+        checkpoint.save_checkpoint(last, {"model": {}, "config": {}})
+    assert last.read_bytes() == before and not list(last.parent.glob(".*.tmp"))
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda p: shutil_mod._ntuple_diskusage(10 * 2**30, 0, 10 * 2**30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # not a full disk: torch's own error, unchanged
+        checkpoint.save_checkpoint(last, {"model": {}, "config": {}})
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = synth_cfg(tmp_path, max_iters=30, ckpt_every=5, val_every=0)
     bad = Poisoned(nan_at=12 * 8)  # iteration 13's inputs are NaN
@@ -361,11 +422,13 @@ def test_one_process_per_run_folder(tmp_path):
             train(cfg, progress=False, data=synth_data())
 
 
-def test_nan_before_any_checkpoint_says_so(tmp_path):
+def test_nan_in_the_first_chunk_keeps_iteration_0(tmp_path):
+    """A fresh run writes iteration 0 as last.pt, so even a NaN before the first chunk's end keeps a resumable
+    (and untouched) last.pt, and says so."""
     cfg = synth_cfg(tmp_path, max_iters=30, ckpt_every=10, val_every=0)
-    with pytest.raises(FloatingPointError, match="no checkpoint had been written yet") as e:
+    with pytest.raises(FloatingPointError, match=r"last good checkpoint is kept: .*last\.pt \(iteration 0\)"):
         train(cfg, progress=False, data=synth_data(Poisoned(nan_at=3 * 8), val=False))
-    assert "is kept" not in str(e.value) and not (tmp_path / "run" / "last.pt").exists()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 0
 
 
 @pytest.mark.parametrize("override, message", [

@@ -8,12 +8,19 @@ without console errors. Every fix is checked by book_tests/.
 * Jupyter Book 1 ends up with sphinx-thebe's (and sphinx-togglebutton's) inline script twice on every page, once
   with filename None and once with "" (so Sphinx's own de-duplication misses it): ``const THEBE_JS_URL`` declared
   twice is "SyntaxError: Identifier 'THEBE_JS_URL' has already been declared". Identical scripts are written once.
+* A build that executes the notebooks (``make book EXECUTE=force``) runs myst-nb's nbclient with the wake-up fix of
+  tools/nbexec.py (a missed socket wake-up otherwise stalls a cell for the whole timeout).
 """
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 from docutils import nodes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbexec import install_wakeup_fix  # noqa: E402
 
 JSHTML_CDN_LINK = re.compile(
     r"""<link\s+rel=["']stylesheet["']\s+href=["']https?://[^"']*font-awesome[^"']*["']\s*/?>""", re.I)
@@ -42,6 +49,7 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
 
 
 def setup(app):
+    install_wakeup_fix()
     app.connect("doctree-read", strip_jshtml_cdn)
     app.connect("html-page-context", dedupe_scripts)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--execute", default=os.environ.get("EXECUTE") or None, choices=MODES,
                     help="override execute.execute_notebooks (default: env EXECUTE, else _config.yml's value)")
     ap.add_argument("--all", action="store_true", help="rebuild every page (implied by --execute force)")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="per-cell timeout of an executing build (default: tools/nbexec.py's rule over the book's "
+                         "notebooks)")
     args = ap.parse_args(argv)
     src = args.source.resolve()
     config = src / "_config.yml"
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load(config.read_text())
     if args.execute and args.execute != cfg.get("execute", {}).get("execute_notebooks"):
         cfg.setdefault("execute", {})["execute_notebooks"] = args.execute
-        cfg["execute"]["timeout"] = max((cell_timeout(p) for p in sorted((src / "book").glob("*.ipynb"))),
-                                        default=cfg["execute"].get("timeout", 1800))
+        cfg["execute"]["timeout"] = args.timeout or max(
+            (cell_timeout(p) for p in sorted((src / "book").glob("*.ipynb"))), default=cfg["execute"].get("timeout"))
         # local_extensions paths are relative to the config file: make them absolute for the copy
         for name, path in (cfg.get("sphinx", {}).get("local_extensions") or {}).items():
             cfg["sphinx"]["local_extensions"][name] = str((src / path).resolve())

@@ -13,8 +13,12 @@ RNG states are stored as tensors and plain lists, so everything loads with ``tor
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
+import zipfile
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,12 @@ import torch.nn as nn
 from .errors import UserError
 from .files import atomic_write
 
-__all__ = ["CheckpointError", "make_checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
-           "load_matching_weights"]
+__all__ = ["CheckpointError", "make_checkpoint", "save_checkpoint", "load_checkpoint", "verify_archive", "rng_state",
+           "set_rng_state", "load_matching_weights"]
+
+#: below this much free space, a failed checkpoint write is reported as a full disk (torch's own error for it is
+#: "unexpected pos" or "file write failed", with no errno)
+DISK_FULL_BYTES = 64 * 2**20
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -77,8 +85,34 @@ def make_checkpoint(model: nn.Module, cfg, step: int, classes: list[list[str]], 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a half-written
-    checkpoint under ``path``."""
-    return atomic_write(path, lambda f: torch.save(ckpt, f))
+    checkpoint under ``path``. A full disk raises :class:`CheckpointError` saying so (the file under ``path``, if
+    any, is the previous one, untouched)."""
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: torch.save(ckpt, f))
+    except (OSError, RuntimeError) as e:
+        free = shutil.disk_usage(path.parent).free
+        if getattr(e, "errno", None) != errno.ENOSPC and free >= DISK_FULL_BYTES:
+            raise
+        kept = f"{path} is the previous checkpoint, untouched" if path.is_file() else f"no {path.name} was written"
+        raise CheckpointError(f"can't write {path}: the disk is full ({free / 2**20:.0f} MiB free in "
+                              f"{path.parent}); {kept}. Free some space and resume the run (--resume)") from e
+
+
+def verify_archive(path: Path) -> None:
+    """Check every member of the zip archive ``torch.save`` writes against its CRC-32: flipped bytes in the tensor
+    data (a bad disk, a broken copy) raise :class:`CheckpointError` naming the file, instead of loading as other
+    weights. A file that is no zip archive (a legacy ``torch.save``) is left to ``torch.load``."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile:
+        return
+    except (OSError, zlib.error, EOFError) as e:
+        raise CheckpointError(f"can't read checkpoint {path}: {type(e).__name__}: {e}") from e
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupt: its member {bad} fails its CRC check (the file changed after "
+                              "it was written); use another checkpoint, or resume from an intact last.pt")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -87,6 +121,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds; name the file and the kind

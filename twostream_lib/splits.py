@@ -96,11 +96,20 @@ def video_group(video_id: str) -> str | None:
     return f"{Path(video_id).parent.name}/g{m.group(1)}"
 
 
+def _plain_relative(rel: str, folders: int) -> bool:
+    """``rel`` names a file ``folders`` folders below its list's folder, with no ``.``/``..`` or empty parts: one
+    video has one spelling, so a listed video can't hide in the other list as ``A/../A/v.avi``."""
+    parts = rel.split("/")
+    return len(parts) == folders + 1 and all(p not in ("", ".", "..") for p in parts) and "\\" not in rel
+
+
 def _check_disjoint(out: "Split", where: Path) -> None:
-    """A video listed twice, or in both the training and the test list, would be tested on what it trained on."""
+    """A video listed twice, or in both the training and the test list, would be tested on what it trained on
+    (paths compared normalised, so no spelling of one file passes for two)."""
     seen: dict[Path, str] = {}
     for subset in ("train", "test"):
         for p, _ in getattr(out, subset):
+            p = Path(os.path.normpath(p))
             if p in seen:
                 both = "twice in the " + subset + " list" if seen[p] == subset else "in both the train and test lists"
                 raise SplitError(f"{where}: split {out.split} lists video {out.video_id(p)} {both}")
@@ -170,8 +179,9 @@ def ucf101_split(root: str | os.PathLike, split: int = 1, dataset: str = "ucf101
         items = []
         for lineno, line in _read_lines(path):
             parts = line.split()
-            if len(parts) not in (1, 2) or "/" not in parts[0]:
-                raise SplitError(f"{path}:{lineno}: expected '<Class>/<video>.avi [label]', got {line!r}")
+            if len(parts) not in (1, 2) or not _plain_relative(parts[0], folders=1):
+                raise SplitError(f"{path}:{lineno}: expected '<Class>/<video>.avi [label]' (one class folder, no "
+                                 f"'.' or '..'), got {line!r}")
             rel = parts[0]
             cls = rel.split("/", 1)[0]
             if cls not in index:
@@ -233,8 +243,9 @@ def hmdb51_split(root: str | os.PathLike, split: int = 1, dataset: str = "hmdb51
         path = files[cls]
         for lineno, line in _read_lines(path):
             parts = line.split()
-            if len(parts) != 2 or not parts[0].endswith(".avi"):
-                raise SplitError(f"{path}:{lineno}: expected '<video>.avi <0|1|2>', got {line!r}")
+            if len(parts) != 2 or not parts[0].endswith(".avi") or not _plain_relative(parts[0], folders=0):
+                raise SplitError(f"{path}:{lineno}: expected '<video>.avi <0|1|2>' (a file name, no folder), "
+                                 f"got {line!r}")
             if parts[1] not in ("0", "1", "2"):
                 raise SplitError(f"{path}:{lineno}: split id must be 0, 1 or 2, got {parts[1]!r}")
             if parts[1] == "0":

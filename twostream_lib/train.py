@@ -401,6 +401,16 @@ def parallel_net(model: nn.Module, cfg: TrainConfig, device: torch.device, world
     return torch.compile(net) if cfg.compile else net
 
 
+def remove_partial_writes(out_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in a run folder (``.last.pt.*.tmp``, a score file's
+    ``.*.tmp``, ...: :func:`twostream_lib.files.atomic_write` renames a finished one into place, so one still there
+    is half-written). Called with the folder's lock held; returns what it removed."""
+    gone = [p for p in out_dir.glob(".*.tmp") if p.is_file()]
+    for p in gone:
+        p.unlink()
+    return gone
+
+
 def _kept(out_dir: Path) -> str:
     last = out_dir / "last.pt"
     if last.is_file():
@@ -474,12 +484,16 @@ def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
     out_dir = Path(cfg.out_dir)
     with FolderLock(out_dir, "run folder") if rank == 0 else contextlib.nullcontext():
         resume_from = check_run_folder(out_dir, cfg.resume)
+        if rank == 0:
+            remove_partial_writes(out_dir)
         data = build_datasets(cfg) if data is None else data
         state = new_run_state(cfg, data, model, device, verbose=rank == 0)
         if resume_from is not None:
             resume_run(state, cfg, resume_from, verbose=rank == 0)
         if rank == 0:
             save_config(cfg, out_dir / "config.yaml")
+            if resume_from is None:  # iteration 0 is resumable too: a kill before the first chunk's end (after
+                save_checkpoint(out_dir / "last.pt", state.checkpoint(cfg, data))  # a best.pt, say) loses nothing
         net = parallel_net(state.model, cfg, device, world)
         log = RunLog(out_dir, cfg, len(data.classes), state.step, enabled=rank == 0, progress=progress)
         try:
