@@ -408,3 +408,27 @@ def test_estimators_on_lab_clip_beat_zero_flow(request):
         est = F.FlowEstimator(method)
         epe = np.mean([F.endpoint_error(est(frames[i], frames[i + 1]), gt[i], m) for i in pairs])
         assert epe < 0.5 * zero, (method, str(video), epe, zero)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_trajectory_mean_subtraction_subtracts_each_fields_own_mean(bidirectional):
+    """§3.1: 'from each displacement field we subtract its mean vector'. Trajectory stacking samples field k along
+    the trajectory, and the resampled channel's mean is not the field's (here by up to a pixel)."""
+    rng = np.random.default_rng(0)
+    n, h, w, L = 8, 24, 32, 4
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    flows = np.stack([np.stack([3 * np.sin(xx / 5 + k) + 1.5, 2 * np.cos(yy / 4 - k) - 0.5], -1)
+                      for k in range(n)]).astype(np.float32) + rng.normal(0, 0.1, (n, h, w, 2)).astype(np.float32)
+    back = F.backward_from_forward(flows) if bidirectional else None
+    kw = dict(t=4, L=L, mode="trajectory", bidirectional=bidirectional, backward_flows=back)
+    raw = F.temporal_stack(flows, mean_subtraction=False, **kw)
+    got = F.temporal_stack(flows, mean_subtraction=True, **kw)
+    fwd, bwd = F.stack_indices(4, n, L, bidirectional)
+    fields = [flows[i] for i in fwd] + ([back[i] for i in bwd] if bidirectional else [])
+    means = np.array([f.reshape(-1, 2).mean(0) for f in fields], np.float32).reshape(2 * L, 1, 1)
+    np.testing.assert_allclose(got, raw - means, atol=1e-5)
+    resampled = raw.mean(axis=(1, 2), keepdims=True)
+    assert np.abs(resampled - means).max() > 0.05  # the old rule (the channel's own mean) would differ
+    # optical flow stacking reads each field where it is: there the two means are one
+    st = F.temporal_stack(flows, t=4, L=L, mean_subtraction=True)
+    np.testing.assert_allclose(st.mean(axis=(1, 2)), 0, atol=1e-5)

@@ -162,3 +162,17 @@ def test_the_executing_book_build_fails_fast_naming_the_notebook(tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode != 0, log[-3000:]
     assert "per-cell timeout 5 s" in log and "stall" in log and "import threading" in log, log[-3000:]
+
+
+def test_gpu_check_without_cuda_refuses_before_building_anything(monkeypatch, capsys):
+    import gpu_check
+
+    calls = []
+    monkeypatch.setattr(gpu_check, "cuda_device", lambda python: None)
+    monkeypatch.setattr(gpu_check, "run", lambda cmd, env=None: calls.append(cmd) or 0)
+    t0 = time.perf_counter()
+    assert gpu_check.main([]) == 1
+    assert time.perf_counter() - t0 < 5 and calls == []  # no `make lab`, no step
+    assert "no CUDA GPU" in capsys.readouterr().err
+    recipe = re.search(r"^gpu-check:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert recipe.strip().startswith("$(PY) tools/gpu_check.py"), recipe  # the CUDA check comes first

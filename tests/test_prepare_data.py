@@ -103,7 +103,8 @@ def test_corrupt_video_named_others_fine(tmp_path):
     assert m["num_videos"] == 5
     vc = VideoCache(tmp_path / "c")
     sp = load_split("ucf101", root, 1)
-    with pytest.raises(CacheError, match=r"v_MoveLeft_g02_c01.avi.*prepare failed"):
+    with pytest.raises(CacheError, match=r"could not be prepared, e\.g\. 'UCF-101/MoveLeft/v_MoveLeft_g02_c01.avi'"
+                                          r".*The file is broken; re-running prepare won't fix it.*leave it out"):
         items_for(sp, "train", vc)  # g02 is in split 1's train list
 
 
@@ -377,3 +378,22 @@ def test_tvl1_torch_cache_matches_opencv_tvl1(root, tmp_path):
         d = np.abs(c.flows(vid, range(c.num_flows(vid))) - a.flows(vid, range(a.num_flows(vid))))
         assert d.max() <= 1.01 * step
     assert per_video["num_videos"] == 3
+
+
+def test_training_and_evaluation_refuse_a_stale_cache(tmp_path):
+    """A source video replaced after prepare: train and evaluate (both read a split through items_for) refuse the
+    cache, naming the file, as prepare would redo it; the untouched subset still reads."""
+    from twostream_lib.data import items_for
+
+    root = make_root(tmp_path / "r", groups=3)
+    c = tmp_path / "c"
+    prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False)
+    split = load_split("ucf101", root, 1)
+    assert len(items_for(split, "test", VideoCache(c))) == len(split.test)
+    replaced = split.test[0][0]
+    write_video(replaced, _clip(1, seed=99, t=20))  # another clip under the same name
+    with pytest.raises(CacheError, match=rf"1 test video\(s\) changed after they were prepared, e\.g\. {replaced}"):
+        items_for(split, "test", VideoCache(c))
+    assert len(items_for(split, "train", VideoCache(c))) == len(split.train)
+    prepare("ucf101", root, c, flow="farneback", short_side=None, progress=False)  # what the message says to do
+    assert len(items_for(split, "test", VideoCache(c))) == len(split.test)

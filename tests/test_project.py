@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +110,35 @@ def test_chapters_ask_for_the_kernel_the_set_up_registers():
     for nb in sorted((ROOT / "book").glob("*.ipynb")):
         spec = json.loads(nb.read_text())["metadata"]["kernelspec"]
         assert spec["name"] == name, f"{nb.name} asks for kernel {spec['name']!r}, not the project's {name!r}"
+
+
+def test_every_cli_option_shows_its_default_once(monkeypatch):
+    """Generated from each command's parser: every option with a default prints it exactly once in --help."""
+    import argparse
+    import importlib
+
+    from twostream_lib import cli, errors
+
+    class Captured(Exception):
+        pass
+
+    def capture(self, args=None, namespace=None):
+        raise Captured(self)
+
+    for parse in ("parse_args", "parse_known_args", "parse_intermixed_args"):
+        monkeypatch.setattr(errors.ArgumentParser, parse, capture)
+    checked = 0
+    for name, target in cli.COMMANDS.items():
+        module, _, func = target.partition(":")
+        with pytest.raises(Captured) as e:
+            getattr(importlib.import_module(module), func or "main")(["--help"])
+        parser = e.value.args[0]
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            text = parser._get_formatter()._format_action(action)
+            shows = errors._shows_default(action)
+            n = text.lower().count("default")  # (a None default may be described in words, once)
+            assert n == 1 if shows else n <= 1, f"{name} {action.option_strings[0]}: {text!r}"
+            checked += shows
+    assert checked >= 20

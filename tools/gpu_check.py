@@ -11,8 +11,10 @@
 3. **chapters** — chapters 3 and 4 executed through nbval with ``DEVICE="cuda"`` on the lab ``small`` data
    (copies of the notebooks with that parameter changed; the committed notebooks are not touched).
 
-Without CUDA it stops at once with exit status 1 and says so. Every step is timed; a summary table ends the run;
-the exit status is non-zero if any step failed.
+Without CUDA it stops at once with exit status 1 and says so, before it builds anything; with CUDA it makes the lab
+``small`` data first if the chapters step runs (``make lab``, quick when present). Every step is timed; a summary
+table ends the run; the exit status is non-zero if any step failed. Notebook cells get the chapters' per-cell
+timeouts (book/conftest.py), so a stalled cell fails the step within minutes, named.
 """
 from __future__ import annotations
 
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
               "this check needs one GPU", file=sys.stderr)
         return 1
     print(f"GPU: {gpu}", flush=True)
+    if "chapters" in todo and run(["make", "--no-print-directory", "lab", "SCALE=small", f"DATA={a.data}"]) != 0:
+        print("gpu-check: FAILED: making the lab data (make lab) failed", file=sys.stderr)
+        return 1
     results = []
     for s in todo:
         t0 = time.perf_counter()

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .flow import (STACK_MODES, clamp_start, dequantize_flow, flip_stack, stack_indices, temporal_stack,
                    valid_starts)
-from .prepare import CacheError
+from .prepare import CacheError, source_stamp
 from .protocol import TEST_CROPS, TEST_FRAMES, check_views, crop_boxes, spaced_positions
 from .splits import Split, load_split, video_group
 
@@ -96,10 +96,16 @@ class VideoCache:
     def require(self, video_ids) -> None:
         """Raise :class:`CacheError` naming the first video that is not in the cache."""
         missing = [v for v in video_ids if v not in self.videos]
+        failed = self.manifest.get("failed", {})
+        broken = [v for v in missing if v in failed]
+        if broken:  # prepare tried and failed: running it again can't mend the file
+            raise CacheError(f"{self.root}: {len(broken)} listed video(s) could not be prepared, e.g. {broken[0]!r}: "
+                             f"{failed[broken[0]]}. The file is broken; re-running prepare won't fix it. Replace "
+                             f"it and run prepare again, or leave it out: delete its line from the split's list "
+                             f"file (UCF-101: ucfTrainTestlist/*list0N.txt; HMDB-51: mark it 0 in its "
+                             f"<class>_test_splitN.txt)")
         if missing:
-            failed = self.manifest.get("failed", {})
-            why = f" (prepare failed: {failed[missing[0]]})" if missing[0] in failed else ""
-            raise CacheError(f"{self.root}: {len(missing)} video(s) not in the cache, e.g. {missing[0]!r}{why}; "
+            raise CacheError(f"{self.root}: {len(missing)} video(s) not in the cache, e.g. {missing[0]!r}; "
                              f"re-run prepare for this dataset, or the cache is stale")
 
     def num_frames(self, vid: str) -> int:
@@ -183,14 +189,22 @@ class VideoCache:
 
 
 def items_for(split: Split, subset: str = "train", cache: VideoCache | None = None) -> list[tuple[str, int]]:
-    """``(video_id, label)`` for a split's ``train`` or ``test`` videos; checks they are all in ``cache``."""
+    """``(video_id, label)`` for a split's ``train`` or ``test`` videos; checks they are all in ``cache``, each
+    prepared from the file that is there now (what ``prepare`` checks: size and modification time)."""
     if subset not in ("train", "test"):
         raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
-    items = [(split.video_id(p), lab) for p, lab in getattr(split, subset)]
+    videos = getattr(split, subset)
+    items = [(split.video_id(p), lab) for p, lab in videos]
     if cache is not None:
         if cache.settings["dataset"] != split.dataset:
             raise CacheError(f"{cache.root}: cache holds {cache.settings['dataset']!r}, split is {split.dataset!r}")
         cache.require([v for v, _ in items])
+        stale = [p for (v, _), (p, _) in zip(items, videos)
+                 if cache.videos[v].get("source") not in (None, source_stamp(p, cache.settings))]
+        if stale:
+            raise CacheError(f"{cache.root}: {len(stale)} {subset} video(s) changed after they were prepared, e.g. "
+                             f"{stale[0]} (its size or modification time is not the manifest's): the cache holds "
+                             f"the old ones. Re-run prepare on this cache; it prepares them again")
     return items
 
 

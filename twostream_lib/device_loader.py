@@ -222,8 +222,8 @@ def temporal_batch(q: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, flip: to
     if stacking == "trajectory":
         f = trajectory_fields(_dequantize(q, bound), 2 if bidirectional else 1)
         out = crop_flip(f, y0, x0, flip, crop)
-        means = _field_means(f) if mean_subtraction else None
         del f
+        means = quantised_field_means(q, bound) if mean_subtraction else None  # each field's own mean (§3.1)
     elif stacking == "stacking":
         # the same pixels whatever the order: crop the uint8 fields first (4x less data), means on the full ones
         out = _dequantize(crop_flip(q, y0, x0, flip, crop), bound)

@@ -26,13 +26,31 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings and action.help is None and _shows_default(action):
+            action.help = "(default: %(default)s)"  # a flag without help text still shows its default
+        return action
+
     def error(self, message: str):
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+def _shows_default(action: argparse.Action) -> bool:
+    """A default worth printing: a value (not a switch's False, not None, not argparse's SUPPRESS)."""
+    return (action.default not in (None, argparse.SUPPRESS)
+            and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)))
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default once: appended as ``(default: X)`` unless the help text already says it."""
+
+    def _get_help_string(self, action):
+        text = (action.help or "").strip()
+        if not _shows_default(action) or "default" in text.lower():
+            return text
+        return f"{text} (default: %(default)s)".strip()
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

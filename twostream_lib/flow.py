@@ -713,13 +713,22 @@ def temporal_stack(
     fields: list[np.ndarray] = []
     for g in groups:
         fields.extend(_stack_fields(g, mode))
-    h, w = shape[:2]  # type: ignore[index]
-    out = np.empty((2 * L, h, w), np.float32)
+    out = _interleave(fields)
+    if mean_subtraction:
+        # §3.1: from each displacement field, its own mean vector. Trajectory stacking reads field k away from
+        # (u, v), but what it subtracts is still field k's mean, not the mean of the resampled channel.
+        ref = out if mode == "stacking" else _interleave([f for g in groups for f in g])
+        out -= ref.mean(axis=(1, 2), keepdims=True, dtype=np.float64).astype(np.float32)
+    return out
+
+
+def _interleave(fields: Sequence[np.ndarray]) -> np.ndarray:
+    """``L`` fields ``(H, W, 2)`` -> ``(2L, H, W)`` float32, channels x1, y1, x2, y2, ..."""
+    h, w = fields[0].shape[:2]
+    out = np.empty((2 * len(fields), h, w), np.float32)
     for k, f in enumerate(fields):
         out[2 * k] = f[..., 0]
         out[2 * k + 1] = f[..., 1]
-    if mean_subtraction:
-        out -= out.mean(axis=(1, 2), keepdims=True, dtype=np.float64).astype(np.float32)
     return out
 
 
