@@ -27,7 +27,7 @@ from time import monotonic
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 #: a cell may take this many times the longest cell of its chapter's recorded execution ...
 FACTOR = 3
@@ -75,17 +75,8 @@ class CellStall(RuntimeError):
     line."""
 
 
-def _seconds(execution: dict) -> float | None:
-    """A cell's recorded execution time from nbclient's ``metadata.execution`` timestamps (None: not recorded)."""
-    try:
-        start = datetime.fromisoformat(execution["iopub.execute_input"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat(execution["shell.execute_reply"].replace("Z", "+00:00"))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (end - start).total_seconds()
-
-
 def _stamp(execution: dict, key: str) -> datetime | None:
+    """A timestamp of nbclient's ``metadata.execution`` (None: not recorded)."""
     try:
         return datetime.fromisoformat(execution[key].replace("Z", "+00:00"))
     except (KeyError, TypeError, ValueError):
@@ -117,9 +108,10 @@ def recorded_seconds(nb) -> dict[int, float]:
     """``{cell index: seconds}`` of a notebook's recorded execution (code cells with both timestamps)."""
     out = {}
     for i, cell in enumerate(nb.cells):
-        s = _seconds(cell.get("metadata", {}).get("execution", {})) if cell.cell_type == "code" else None
-        if s is not None:
-            out[i] = s
+        ex = cell.get("metadata", {}).get("execution", {}) if cell.cell_type == "code" else {}
+        start, end = _stamp(ex, "iopub.execute_input"), _stamp(ex, "shell.execute_reply")
+        if start and end:
+            out[i] = (end - start).total_seconds()
     return out
 
 
@@ -155,7 +147,7 @@ def execute(nb, *, path, cwd, timeout: int | None = None, kernel: str | None = N
     gives nbclient's ``CellExecutionError`` (its message holds the traceback). The kernel is shut down in every
     case. Widget state is stored in the notebook's metadata, as the rendered book needs (nbclient's output-widget
     hook also fails without it)."""
-    if wakeup_fix:  # False only for tools/stall_harness.py's control runs
+    if wakeup_fix:  # False only for tools/stall_harness.py's control runs (a process that never installed it)
         install_wakeup_fix()
     timeout = cell_timeout(nb) if timeout is None else int(timeout)
     kernel = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"  # the chapters: the project's
@@ -172,7 +164,7 @@ def execute(nb, *, path, cwd, timeout: int | None = None, kernel: str | None = N
                         f"timeout (a stalled kernel or a cell that never ends); the kernel was shut down") from e
     except CellExecutionError:
         raise
-    except (DeadKernelError, Exception) as e:  # noqa: BLE001 - the kernel or its channels broke: name the cell
+    except Exception as e:  # noqa: BLE001 - the kernel died or its channels broke (DeadKernelError, ...): name the cell
         i = current["index"]
         raise CellStall(f"{describe(path, i, nb.cells[i].source)}: the kernel failed "
                         f"({type(e).__name__}: {e})") from e
