@@ -33,8 +33,6 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 FACTOR = 3
 #: ... and never less than this (seconds): kernel start-up, a slower machine, a first import of torch
 FLOOR = 300
-
-
 #: a channel read waits at most this long (seconds) before it looks again (see :func:`install_wakeup_fix`)
 POLL_SLICE = 1.0
 

@@ -55,13 +55,21 @@ def miniature(work: Path) -> Path:
     return data
 
 
+def chapter_copy(name: str, data: Path, work: Path, dataset: str | None = None) -> Path:
+    """``work/book/<name>.ipynb``: the chapter with its data under ``data``, its runs and scorecard under ``work``,
+    on the CPU; with ``dataset`` (a real one) on that data and the tiny schedule, else on the lab data."""
+    params = {"DATA_DIR": repr(str(data)), "RUNS_DIR": repr(str(work / "runs")),
+              "SCORECARD_DIR": repr(str(work / "scorecard")), "DEVICE": '"cpu"'}
+    if dataset is not None:
+        params.update(DATA=repr(dataset), OVERRIDES=repr(TINY))
+    return with_parameters(ROOT / "book" / f"{name}.ipynb", work / "book" / f"{name}.ipynb", params,
+                           optional=("RUNS_DIR", "SCORECARD_DIR", "OVERRIDES"))  # chapters that train need them
+
+
 def run_chapter(name: str, dataset: str, data: Path, work: Path) -> tuple[int, float]:
     """Execute a parametrised copy of ``book/<name>.ipynb``; returns (figures, seconds). Raises on a failing or
     stalled cell (per-cell timeout: :func:`nbexec.cell_timeout` of the chapter)."""
-    params = {"DATA": repr(dataset), "DATA_DIR": repr(str(data)), "RUNS_DIR": repr(str(work / "runs")),
-              "SCORECARD_DIR": repr(str(work / "scorecard")), "OVERRIDES": repr(TINY), "DEVICE": '"cpu"'}
-    copy = with_parameters(ROOT / "book" / f"{name}.ipynb", work / "book" / f"{name}.ipynb", params,
-                           optional=("RUNS_DIR", "SCORECARD_DIR", "OVERRIDES"))  # chapters that train need them
+    copy = chapter_copy(name, data, work, dataset)
     nb = nbformat.read(str(copy), as_version=4)
     t0 = time.perf_counter()
     nbexec.execute(nb, path=ROOT / "book" / f"{name}.ipynb", cwd=ROOT / "book")

@@ -27,8 +27,7 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nbexec import CellStall, cell_timeout, execute, first_line, recorded_seconds, waits  # noqa: E402
-from param_notebook import with_parameters  # noqa: E402
-from real_branch import CHAPTERS, TINY, miniature  # noqa: E402
+from real_branch import CHAPTERS, chapter_copy, miniature  # noqa: E402
 
 STACK = ("ipykernel", "jupyter_client", "nbclient", "pyzmq", "tornado")
 
@@ -38,20 +37,10 @@ def _hog() -> None:  # pragma: no cover - killed by the harness
         pass
 
 
-def params_for(name: str, data: str, work: Path, data_dir: Path) -> dict[str, str]:
-    """The parameters-cell values of one harness run of chapter ``name``."""
-    p = {"DATA_DIR": repr(str(data_dir)), "RUNS_DIR": repr(str(work / "runs")),
-         "SCORECARD_DIR": repr(str(work / "scorecard")), "DEVICE": '"cpu"'}
-    if data == "real":
-        p.update(DATA=repr(CHAPTERS[name]), OVERRIDES=repr(TINY))
-    return p
-
-
 def one_run(name: str, data: str, work: Path, data_dir: Path, timeout: int | None, fix: bool = True) -> dict:
     """Execute chapter ``name`` once; returns a row: status (ok | STALL | FAILED), seconds, slowest cell, detail."""
     src = ROOT / "book" / f"{name}.ipynb"
-    copy = with_parameters(src, work / "book" / f"{name}.ipynb", params_for(name, data, work, data_dir),
-                           optional=("RUNS_DIR", "SCORECARD_DIR", "OVERRIDES"))
+    copy = chapter_copy(name, data_dir, work, CHAPTERS[name] if data == "real" else None)
     nb = nbformat.read(str(copy), as_version=4)
     t0 = time.perf_counter()
     row = {"chapter": name, "status": "ok", "detail": ""}
