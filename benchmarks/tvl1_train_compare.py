@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepare --flow {flow}: {time.time() - t:.0f} s", flush=True)
     correct = {}
     for flow, cache in caches.items():
-        cfg = run_config("lab_temporal", TINY_TEMPORAL, name=f"temporal_{flow}", data_dir=work / "data",
+        cfg = run_config("lab_temporal", TINY_TEMPORAL, variant=flow, data_dir=work / "data",
                          scale="tiny", runs_dir=work / "runs")
         ckpt = train(apply_overrides(cfg, [f"caches=[{cache}]"]), progress=False)["best_checkpoint"]
         for test_flow, test_cache in caches.items():

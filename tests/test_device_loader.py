@@ -14,11 +14,15 @@ import pytest
 import torch
 import torchvision
 
-from twostream_lib.data import MultiTaskDataset, SpatialDataset, TemporalDataset, VideoCache
+from twostream_lib.data import (MultiTaskDataset, SeededSamples, SpatialDataset, TemporalDataset, VideoCache,
+                                sample_seeds)
 from twostream_lib.device_loader import (DeviceLoader, _pack, _unpack, crop_flip, decode_jpegs,
                                          quantised_field_means, remap_bilinear)
 from twostream_lib.flow import dequantize_flow
+from twostream_lib.checkpoint import load_checkpoint
+from twostream_lib.config import TrainConfig
 from twostream_lib.prepare import prepare
+from twostream_lib.train import train
 from twostream_lib.video import write_video
 
 CLASSES = ["PanLeft", "PanRight"]
@@ -43,7 +47,7 @@ def _clip(seed: int, t: int, h: int, w: int, speed: float) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def prepared(tmp_path_factory):
     """A UCF-101-layout root of 6 clips in two frame sizes, prepared with DIS flow, forward and backward."""
     root = tmp_path_factory.mktemp("dl_ucf")
     lists = root / "ucfTrainTestlist"
@@ -62,7 +66,12 @@ def cache(tmp_path_factory):
     c = tmp_path_factory.mktemp("dl_cache") / "c"
     m = prepare("ucf101", root, c, flow="dis", short_side=None, backward=True, progress=False)
     assert m["num_videos"] == 6 and not m["failed"]
-    return c
+    return root, c
+
+
+@pytest.fixture(scope="module")
+def cache(prepared):
+    return prepared[1]
 
 
 def _items(cache):
@@ -350,3 +359,59 @@ def test_cuda_spatial_and_multitask(cache):
     ref = [mt[i] for i in idx]
     x, y, task = _device_path(mt, idx, seed=5, device="cuda", decode_device="cpu")
     assert torch.equal(x, torch.stack([r[0] for r in ref])) and task.tolist() == [r[2] for r in ref]
+
+
+# ------------------------------------------------------------------ the same samples whichever loader builds them
+def _seeded_cpu_path(ds, idx, seeds, workers):
+    dl = torch.utils.data.DataLoader(SeededSamples(ds), batch_size=5, sampler=list(zip(idx, seeds)),
+                                     num_workers=workers, drop_last=True, generator=torch.Generator())
+    return [torch.cat(parts) for parts in zip(*dl)]
+
+
+@pytest.mark.parametrize("multitask", [False, True])
+def test_per_sample_seeds_same_batches_any_loader_and_workers(cache, multitask):
+    """DataLoader over SeededSamples with 0 or 2 workers and DeviceLoader(seeds=) build the same batches, and
+    leave torch's global RNG (dropout's) where it was."""
+    ds = TemporalDataset(cache, _items(cache), crop_size=40, L=6, stacking="trajectory", mean_subtraction=True)
+    if multitask:
+        ds = MultiTaskDataset([ds, TemporalDataset(cache, _items(cache)[:3], crop_size=40, L=6,
+                                                   stacking="trajectory", mean_subtraction=True)])
+    idx = _order(ds, 20)
+    seeds = sample_seeds(12345, range(100, 120))
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    w0 = _seeded_cpu_path(ds, idx, seeds, workers=0)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    w2 = _seeded_cpu_path(ds, idx, seeds, workers=2)
+    dev = [torch.cat(parts) for parts in zip(*DeviceLoader(ds, idx, 5, seeds=seeds, device="cpu"))]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    for a, b, c in zip(w0, w2, dev):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    # a sample's draw depends on its seed only: the last 10 samples alone, in another batch, are the same
+    tail = _seeded_cpu_path(ds, idx[10:], seeds[10:], workers=0)
+    assert torch.equal(tail[0], w0[0][10:])
+    with pytest.raises(ValueError, match="one seed per index"):
+        DeviceLoader(ds, idx, 5, seeds=seeds[:3], device="cpu")
+
+
+def test_train_same_weights_with_either_loader_any_workers_and_across_a_resume(prepared, tmp_path):
+    """Through train(): loader cpu with 0 and 2 workers and loader device end with the same weights (dropout and
+    the random draws included), and so does a run whose first chunk used one loader and whose resume another."""
+    root, c = prepared
+    base = dict(name="t", stream="temporal", datasets=["ucf101"], roots=[str(root)], caches=[str(c)], crop_size=44,
+                L=6, stacking="trajectory", width=0.125, dropout=0.5, batch_size=4, lr=0.01, lr_steps=[20],
+                max_iters=12, ckpt_every=6, val_every=0, val_fraction=0.0, log_every=6, tensorboard=False,
+                device="cpu", val_frames=2)
+
+    def run(name, **kw):
+        cfg = TrainConfig(**{**base, "out_dir": str(tmp_path / name), **kw}).validate()
+        train(cfg, progress=False)
+        return load_checkpoint(tmp_path / name / "last.pt")["model"]
+
+    ref = run("cpu0", loader="cpu", workers=0)
+    for name, kw in {"cpu2": dict(loader="cpu", workers=2), "device": dict(loader="device")}.items():
+        other = run(name, **kw)
+        assert all(torch.equal(ref[k], other[k]) for k in ref), name
+    run("mixed", loader="device", max_iters=6)  # first chunk on the device loader, then resumed on the CPU one
+    resumed = run("mixed", loader="cpu", workers=2, resume=True)
+    assert all(torch.equal(ref[k], resumed[k]) for k in ref)

@@ -301,10 +301,10 @@ def test_chapter_counts_the_runs_it_reuses(tmp_path):
     from twostream_lib.checkpoint import make_checkpoint, save_checkpoint
 
     ch = Chapter("05_multitask", data="ucf101", runs_dir=tmp_path)   # real data: nothing is generated
-    cfg = ch.config("lab_temporal", "ucf101_temporal", name="t")
+    cfg = ch.config("lab_temporal", "ucf101_temporal")
     assert ch.reused == set() and finished_run(cfg) is None
     for f in ("last.pt", "best.pt"):   # the run, finished (as train leaves it)
         save_checkpoint(Path(cfg.out_dir) / f, make_checkpoint(torch.nn.Linear(1, 1), cfg, cfg.max_iters, [["a"]]))
-    ch.config("lab_temporal", "ucf101_temporal", name="t")
-    ch.config("lab_temporal", "ucf101_temporal", ["lr=0.02"], name="t")  # other settings: not this run
+    ch.config("lab_temporal", "ucf101_temporal")
+    ch.config("lab_temporal", "ucf101_temporal", ["lr=0.02"], variant="t")  # other settings: another run
     assert ch.reused == {cfg.out_dir}

@@ -153,7 +153,7 @@ def test_gt_flow_with_camera_motion_is_exact_on_background():
     """A clip whose camera moves: the background flow is the camera's, and it warps to ~1 grey level."""
     for idx in range(40):
         spec = lab.clip_spec("lab-ucf", "Wave", idx, seed=0, scale="small", n_frames=10)
-        sc = lab_render._build_scene(spec)
+        sc = lab_render.build_scene(spec)
         if np.ptp(sc.fx) > 3:   # a pan
             break
     else:

@@ -21,7 +21,7 @@ import real_branch  # noqa: E402
 import seed_runs  # noqa: E402
 
 pytestmark = pytest.mark.slow
-PARAMS = ('DATA = "lab"\nDATA_DIR = "../data"\nDEVICE = "cpu"\nSEED = 0\nRUNS_DIR = "runs"\nSCORECARD_DIR = "scorecard"')
+PARAMS = ('DATA = "lab"\nDATA_DIR = "../data"\nSCALE = None\nDEVICE = "auto"\nSEED = 0\nRUNS_DIR = "runs"\nSCORECARD_DIR = "scorecard"')
 #: waits forever, and swallows the interrupt a timeout sends: nbval alone would let this cell pass
 STALL = ("import threading  # waits forever\ntry:\n    threading.Event().wait()\n"
          "except KeyboardInterrupt:\n    pass")

@@ -142,3 +142,27 @@ def test_every_cli_option_shows_its_default_once(monkeypatch):
             assert n == 1 if shows else n <= 1, f"{name} {action.option_strings[0]}: {text!r}"
             checked += shows
     assert checked >= 20
+
+
+def _parameters(nb: dict) -> dict:
+    """The chapter's parameters cell (tagged ``parameters``), executed: its names and values."""
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, "one parameters cell"
+    ns: dict = {}
+    exec("".join(cells[0]["source"]), ns)
+    return ns
+
+
+def test_chapters_run_where_the_machine_can_and_say_so():
+    """Every chapter's DEVICE is 'auto' (CUDA when present: the paper-scale configs are not trained on a CPU by
+    default), and its set-up cell hands DEVICE to the Chapter, which prints what it resolved to."""
+    chapters = sorted((ROOT / "book").glob("0*.ipynb"))
+    assert len(chapters) >= 8
+    for path in chapters:
+        nb = json.loads(path.read_text())
+        ns = _parameters(nb)
+        if "DEVICE" not in ns:
+            continue  # a chapter that trains nothing (the scorecard page)
+        assert ns["DEVICE"] == "auto", f"{path.name}: DEVICE = {ns['DEVICE']!r}"
+        setup = "".join("".join(c["source"]) for c in nb["cells"] if "Chapter(" in "".join(c["source"]))
+        assert "device=DEVICE" in setup, path.name

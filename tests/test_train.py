@@ -380,20 +380,107 @@ def test_resume_with_other_settings_refused(tmp_path):
     assert finished_run(synth_cfg(tmp_path / "elsewhere", max_iters=10, val_every=10, resume=True)) is None
 
 
+def test_resume_compares_places_not_spellings(tmp_path, monkeypatch):
+    """The same run named by a relative and by an absolute path, or moved to another folder, is the same run:
+    reused and resumed; a dataset root that is another place is another experiment."""
+    import shutil
+
+    from twostream_lib.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    kw = dict(max_iters=10, val_every=10, roots=["data"], caches=["./data/../data"])
+    first = synth_cfg(tmp_path, **kw)
+    train(replace(first, out_dir="run"), progress=False, data=synth_data())  # relative out_dir
+    same = dict(kw, roots=[str(tmp_path / "data")], caches=[str(tmp_path / "data")], resume=True)
+    for out in (str(tmp_path / "run"), "./run", "data/../run"):
+        assert finished_run(replace(synth_cfg(tmp_path, **same), out_dir=out))["step"] == 10, out
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    longer = replace(synth_cfg(tmp_path, **dict(same, max_iters=20)), out_dir=str(tmp_path / "moved"))
+    assert train(longer, progress=False, data=synth_data())["final"]["step"] == 20  # resumed, not refused
+    other = replace(synth_cfg(tmp_path, **dict(same, roots=[str(tmp_path)], max_iters=30)), out_dir="moved")
+    with pytest.raises(ConfigError, match="cannot resume.*roots"):
+        train(other, progress=False, data=synth_data())
+    # relative paths start where the run was trained: the command line's data/ is the book's ../data/
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path / "book")
+    from_book = replace(synth_cfg(tmp_path, **dict(same, roots=["../data"], caches=["../data"], max_iters=20)),
+                        out_dir="../moved")
+    assert finished_run(from_book)["step"] == 20
+
+
 def test_run_config_names_data_and_runs_for_lab_and_real_data(tmp_path):
     from twostream_lib.config import run_config
 
-    cfg = run_config("lab_multitask", ["datasets=[lab-hmdb,lab-ucf]", "L=6"], name="mt", data_dir=tmp_path / "d",
+    cfg = run_config("lab_multitask", ["datasets=[lab-hmdb,lab-ucf]", "L=6"], variant="mt", data_dir=tmp_path / "d",
                      scale="tiny", runs_dir=tmp_path / "r")
     assert cfg.roots == [str(tmp_path / "d/lab/tiny/lab-hmdb"), str(tmp_path / "d/lab/tiny/lab-ucf")]
     assert cfg.caches == [str(tmp_path / "d/cache/tiny/lab-hmdb-dis"), str(tmp_path / "d/cache/tiny/lab-ucf-dis")]
-    assert cfg.out_dir == str(tmp_path / "r/tiny/mt") and cfg.resume and cfg.L == 6 and cfg.name == "mt"
+    assert cfg.out_dir == str(tmp_path / "r/tiny/lab_multitask_mt") and cfg.resume and cfg.L == 6
+    assert cfg.name == "lab_multitask_mt"
     two = run_config("lab_temporal", ["datasets=[lab-hmdb,lab-ucf]"], data_dir=tmp_path / "d")  # 1 -> 2 datasets
     assert len(two.roots) == len(two.caches) == 2
-    real = run_config("multitask_temporal", name="mt", data_dir=tmp_path / "d", runs_dir=tmp_path / "r")
+    real = run_config("multitask_temporal", ["split=2", "seed=3"], data_dir=tmp_path / "d", runs_dir=tmp_path / "r")
     assert real.roots == [str(tmp_path / "d/ucf101"), str(tmp_path / "d/hmdb51")]
     assert real.caches == [str(tmp_path / "d/cache/ucf101-tvl1"), str(tmp_path / "d/cache/hmdb51-tvl1")]
-    assert real.out_dir == str(tmp_path / "r/real/mt")
+    assert real.out_dir == str(tmp_path / "r/multitask_temporal_split2_seed3")
+
+
+def test_every_config_file_names_its_run_folder_by_the_rule():
+    """The out_dir each YAML file gives is run_folder's for that config as it is (the lab's under their scale,
+    small), so the command line and the chapters name one run alike."""
+    from twostream_lib.config import run_folder
+
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        lab = all(d.startswith("lab-") for d in cfg.datasets)
+        scale = Path(cfg.roots[0]).parent.name if lab else None
+        assert cfg.name == path.stem, path.name
+        assert Path(cfg.out_dir) == run_folder(path.stem, scale=scale), path.name
+
+
+def test_command_line_and_chapters_share_runs(lab_root_tiny, tmp_path, monkeypatch, capsys):
+    """A run the command line trains (the command a chapter prints for it) is the chapter's: reused, not trained
+    again; and a chapter's variant is found finished by its printed command with --resume. The config as its file
+    gives it is the bare command, from the project's root or the book's folder alike."""
+    import shlex
+    import shutil
+
+    from twostream_lib import cli
+    from twostream_lib.book import Chapter
+    from twostream_lib.config import command_line, run_config
+    from twostream_lib.prepare import prepare
+
+    data = tmp_path / "data"
+    shutil.copytree(lab_root_tiny / "lab-ucf", data / "ucf101", symlinks=True)
+    prepare("ucf101", data / "ucf101", data / "cache/ucf101-tvl1", flow="dis", short_side=None, progress=False)
+    tiny = ["crop_size=48", "width=0.125", "batch_size=4", "max_iters=3", "lr_steps=[2]", "ckpt_every=3",
+            "val_every=3", "val_frames=2", "log_every=1", "tensorboard=false", "channels_last=false", "workers=0"]
+    ch = Chapter("x", data="ucf101", data_dir=data, runs_dir=tmp_path / "runs", device="cpu", overrides=tiny)
+    cfg = ch.config("lab_temporal", "ucf101_temporal")
+    assert cfg.out_dir == str(tmp_path / "runs/ucf101_temporal") and cfg.out_dir not in ch.reused
+    words = shlex.split(ch.command(cfg))
+    assert words[:5] == ["python", "-m", "twostream_lib", "train", "configs/ucf101_temporal.yaml"]
+    monkeypatch.chdir(REPO)
+    assert cli.main(words[3:] + ["--no-progress"]) == 0  # trained by the command line
+    again = ch.config("lab_temporal", "ucf101_temporal")
+    assert again.out_dir in ch.reused and finished_run(again) is not None  # ... and the chapter's
+    with pytest.raises(ValueError, match="variant"):
+        ch.config("lab_temporal", "ucf101_temporal", ["L=5"])  # other settings in the config's own folder
+    variant = ch.config("lab_temporal", "ucf101_temporal", ["L=5"], variant="L5")
+    assert variant.out_dir == str(tmp_path / "runs/ucf101_temporal_L5")
+    train(variant, progress=False)  # trained by the chapter
+    words = shlex.split(ch.command(variant))
+    assert "L=5" in words and f"out_dir={tmp_path / 'runs/ucf101_temporal_L5'}" in words
+    capsys.readouterr()
+    assert cli.main(words[3:] + ["--resume", "--no-progress"]) == 0
+    assert "finished" in capsys.readouterr().out.lower()
+    # the paper's config as it is: the bare command, from the root (data, runs) or the book's folder (../data)
+    plain = run_config("ucf101_temporal", data_dir="data", runs_dir="runs")
+    assert command_line(plain, "ucf101_temporal") == "python -m twostream_lib train configs/ucf101_temporal.yaml"
+    monkeypatch.chdir(REPO / "book")
+    plain = run_config("ucf101_temporal", data_dir="../data", runs_dir="../runs")
+    assert command_line(plain, "ucf101_temporal") == "python -m twostream_lib train configs/ucf101_temporal.yaml"
 
 
 # ------------------------------------------------------------------------------------------- run folders
@@ -481,9 +568,9 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
         (["train", "configs/lab_spatial.yaml", f"caches=[{tmp_path / 'nocache'}]", f"roots=[{tmp_path}]",
           f"out_dir={tmp_path / 'r1'}"], "split folder not found"),
         (["evaluate", truncated], "trunc.pt"),
-        (["evaluate", tmp_path / "missing.pt"], "checkpoint not found"),
+        (["evaluate", tmp_path / "missing.pt"], "missing.pt: no such checkpoint file"),
         (["evaluate", truncated, "--frames", "0"], "--frames"),
-        (["prepare", "--dataset", "ucf101", "--root", tmp_path, "--cache", a_file], "afile: exists and is not a folder"),
+        (["prepare", "--dataset", "ucf101", "--root", tmp_path, "--cache", a_file], "--root"),  # checked first
     ]
     monkeypatch.chdir(REPO)  # the cases name configs/... as a user in the repository would
     for k, (args, message) in enumerate(cases):
@@ -575,18 +662,67 @@ def test_chapter_profiles_set_the_runs(tmp_path):
     from twostream_lib.book import Chapter
 
     real = Chapter("x", data="ucf101", data_dir=tmp_path / "d", runs_dir=tmp_path / "r", overrides=["max_iters=7"])
-    cfg = real.config("lab_spatial", "ucf101_spatial_scratch", name="s")
+    cfg = real.config("lab_spatial", "ucf101_spatial_scratch")
     assert cfg.datasets == ["ucf101"] and cfg.crop_size == 224 and cfg.max_iters == 7
-    assert cfg.out_dir == str(tmp_path / "r/real/s") and cfg.caches == [str(tmp_path / "d/cache/ucf101-tvl1")]
+    assert cfg.out_dir == str(tmp_path / "r/ucf101_spatial_scratch")
+    assert cfg.caches == [str(tmp_path / "d/cache/ucf101-tvl1")]
     gpu = Chapter.__new__(Chapter)  # the gpu profile's settings, without generating the lab's full scale here
     gpu.__dict__.update(real.__dict__, data="lab", profile="gpu", scale="full", device="cpu")
-    g = gpu.config("lab_temporal", name="t", schedule=0.5)
+    g = gpu.config("lab_temporal", variant="t", schedule=0.5)
     base = load_config(REPO / "configs/lab_temporal.yaml")
     assert g.max_iters == 7 and g.crop_size == 224 and g.width == 1.0 and g.amp  # OVERRIDES win over the profile
     assert g.lr_steps == [2 * s for s in base.lr_steps]  # 4x (gpu) * 0.5 (this run)
-    assert g.roots == [str(tmp_path / "d/lab/full/lab-ucf")] and g.out_dir == str(tmp_path / "r/full/t")
+    assert g.roots == [str(tmp_path / "d/lab/full/lab-ucf")] and g.out_dir == str(tmp_path / "r/full/lab_temporal_t")
+    assert gpu.config("lab_temporal").out_dir == str(tmp_path / "r/full/lab_temporal")  # the profile's run as is
+    with pytest.raises(ValueError, match="variant"):
+        gpu.config("lab_temporal", schedule=0.5)
     with pytest.raises(ValueError, match="lab data only"):
         real.config("lab_spatial", None)
+
+
+def test_chapter_device_rule(tmp_path, monkeypatch, capsys):
+    """DEVICE 'auto' is CUDA when present, else the CPU, printed by the set-up; the profile never changes the
+    device; the gpu profile with 'auto' on a machine without CUDA stops with a clear error, and runs on the CPU
+    when asked to (the rehearsal)."""
+    from twostream_lib.book import Chapter
+
+    kw = dict(data="ucf101", data_dir=tmp_path / "d", runs_dir=tmp_path / "r")  # real data: nothing generated
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ch = Chapter("x", **kw)
+    assert ch.device == "cpu" and "device cpu (DEVICE = 'auto')" in capsys.readouterr().out
+    assert ch.config("lab_spatial", "ucf101_spatial_scratch").device == "cpu"
+    with pytest.raises(ValueError, match="PROFILE = 'gpu' needs a GPU"):
+        Chapter("x", profile="gpu", **kw)
+    rehearsal = Chapter("x", profile="gpu", device="cpu", **kw)
+    assert rehearsal.device == "cpu" and rehearsal.scale == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert Chapter("x", **kw).device == "cuda" and Chapter("x", profile="gpu", **kw).device == "cuda"
+    assert Chapter("x", device="cpu", **kw).device == "cpu"  # the profile (cpu) doesn't force it either
+
+
+def test_chapter_plan_before_training(tmp_path, capsys):
+    """The plan lists each run with its iterations, whether it is reused or resumed, and a measured expected time
+    with the total; PLAN_ONLY stops there; the cpu profile's lab runs print nothing."""
+    from twostream_lib.book import Chapter, PlanOnly
+
+    real = Chapter("x", data="ucf101", data_dir=tmp_path / "d", runs_dir=tmp_path / "r", device="cpu",
+                   overrides=["crop_size=64", "width=0.125", "batch_size=4", "max_iters=10"])
+    new = real.config("lab_temporal", "ucf101_temporal")
+    train(replace(synth_cfg(tmp_path), max_iters=10, val_every=10, out_dir=str(tmp_path / "done")), progress=False,
+          data=synth_data())
+    done = replace(synth_cfg(tmp_path), max_iters=10, val_every=10, out_dir=str(tmp_path / "done"), resume=True)
+    more = replace(done, max_iters=25)
+    capsys.readouterr()
+    rows = real.plan([new, done, more])
+    out = capsys.readouterr().out
+    assert [r["state"] for r in rows] == ["new", "reused (finished)", "resumes at 10"]
+    assert rows[0]["seconds"] > 0 and rows[1]["seconds"] == 0 and rows[2]["seconds"] > 0
+    assert new.out_dir in out and "total ~" in out and "10 iterations" in out and real.command(new) in out
+    with pytest.raises(PlanOnly, match="PLAN_ONLY"):
+        real.plan([new], stop=True)
+    lab = Chapter.__new__(Chapter)  # the cpu profile on the lab: no plan (minutes per run)
+    lab.__dict__.update(real.__dict__, data="lab")
+    assert lab.plan([new]) == [] and lab.plan([new], force=True)
 
 
 def test_pretrained_spatial_config_for_lab_and_real_data(tmp_path, monkeypatch):
@@ -597,13 +733,16 @@ def test_pretrained_spatial_config_for_lab_and_real_data(tmp_path, monkeypatch):
     real = book.Chapter("x", data="ucf101", data_dir=tmp_path / "d", runs_dir=tmp_path / "r")
     ft, last = real.pretrained_spatial_config("all"), real.pretrained_spatial_config("last")
     assert ft.pretrained and ft.finetune == "all" and last.finetune == "last" and not ft.init_from
-    assert ft.out_dir == str(tmp_path / "r/real/spatial_pretrained_ft") != last.out_dir
-    assert real.pretrained_spatial_config("all", name="other").out_dir == str(tmp_path / "r/real/other")
+    assert last.out_dir == str(tmp_path / "r/ucf101_spatial")  # the file's own choice (last layer): as it is
+    assert ft.out_dir == str(tmp_path / "r/ucf101_spatial_ft")
+    assert real.pretrained_spatial_config("all", variant="other").out_dir == str(tmp_path / "r/ucf101_spatial_other")
+    with pytest.raises(ValueError, match="variant"):
+        real.pretrained_spatial_config("all", overrides=["dropout=0.9"])
     with pytest.raises(ValueError, match="finetune"):
         real.pretrained_spatial_config("none")
     lab = book.Chapter.__new__(book.Chapter)  # the lab's settings, without generating the lab data here
     lab.__dict__.update(real.__dict__, data="lab")
-    monkeypatch.setattr(book, "pretrain_run", lambda ch, progress=True: str(tmp_path / "stills/best.pt"))
-    cfg = lab.pretrained_spatial_config("last")
-    assert cfg.init_from == str(tmp_path / "stills/best.pt") and cfg.finetune == "last"
-    assert cfg.datasets == ["lab-ucf"] and cfg.out_dir == str(tmp_path / "r/small/spatial_pretrained_last")
+    cfg = lab.pretrained_spatial_config("last")  # nothing trained: the pre-training's best.pt, to train first
+    assert cfg.init_from == str(tmp_path / "r/small/lab_pretrain/best.pt") == str(
+        Path(lab.pretrain_config().out_dir) / "best.pt") and cfg.finetune == "last"
+    assert cfg.datasets == ["lab-ucf"] and cfg.out_dir == str(tmp_path / "r/small/lab_spatial_pretrained_last")

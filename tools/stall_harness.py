@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown chapter(s) {unknown}; known: {', '.join(CHAPTERS)}")
     work = (a.work or Path(tempfile.mkdtemp(prefix="stall-harness-"))).resolve()
-    data_dir = miniature(work) if a.data == "real" else ROOT / "data"
+    data_dir = miniature(work / "data") if a.data == "real" else ROOT / "data"
     stack = ", ".join(f"{p} {version(p)}" for p in STACK) + (
         "; nbclient as shipped (no wake-up fix)" if a.without_wakeup_fix else "; nbexec's wake-up fix")
     print(f"stall harness: {', '.join(names)} x {a.runs} on {a.data} data, {a.hogs} CPU hog(s); {stack}", flush=True)

@@ -71,13 +71,15 @@ def set_rng_state(state: dict) -> None:
 
 def make_checkpoint(model: nn.Module, cfg, step: int, classes: list[list[str]], *, best_val: float | None = None,
                     best_step: int = -1, val_acc: float | None = None, optimizer=None, scheduler=None) -> dict:
-    """The checkpoint dict of ``model`` after ``step`` iterations of the run ``cfg`` (a :class:`TrainConfig`).
+    """The checkpoint dict of ``model`` after ``step`` iterations of the run ``cfg`` (a :class:`TrainConfig`), with
+    the working directory its relative paths start from (``cwd``).
 
     With ``optimizer`` and ``scheduler`` it is a resumable checkpoint (``last.pt``): their states and the RNG
     states are added."""
     ckpt: dict[str, Any] = {"model": model.state_dict(), "config": asdict(cfg), "step": int(step),
                             "num_classes": [len(c) for c in classes], "classes": [list(c) for c in classes],
-                            "best_val": best_val, "best_step": int(best_step), "val_acc": val_acc}
+                            "best_val": best_val, "best_step": int(best_step), "val_acc": val_acc,
+                            "cwd": os.getcwd()}  # where the config's relative paths start
     if optimizer is not None:
         ckpt.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state())
     return ckpt

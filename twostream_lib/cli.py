@@ -5,7 +5,7 @@ Commands (each is the ``main(argv)`` of its module; ``--help`` on each lists its
     lab       lab datasets of a scale + their caches     (twostream_lib.lab.prepare_lab)
     prepare   dataset root -> frame + flow cache        (twostream_lib.prepare)
     train     YAML config + key=value overrides -> run  (twostream_lib.train)
-    pretrain  lab stills -> pre-trained spatial net     (twostream_lib.lab.stills)
+    pretrain  lab stills -> pre-trained spatial net     (twostream_lib.pretrain)
     evaluate  checkpoint -> video-level score file      (twostream_lib.evaluate)
     fuse      score files -> fused accuracy              (twostream_lib.fusion)
 """
@@ -20,7 +20,7 @@ COMMANDS = {
     "lab": "twostream_lib.lab.writer:lab_main",
     "prepare": "twostream_lib.prepare",
     "train": "twostream_lib.train",
-    "pretrain": "twostream_lib.lab.stills",
+    "pretrain": "twostream_lib.pretrain",
     "evaluate": "twostream_lib.evaluate",
     "fuse": "twostream_lib.fusion",
 }

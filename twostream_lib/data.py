@@ -19,8 +19,10 @@
 * :func:`build_datasets` — what a run (a :class:`~twostream_lib.config.TrainConfig`) trains and validates on:
   :class:`RunData`, with validation on held-out *training* videos (:func:`holdout`), never the test split.
 
-Randomness comes from torch's RNG, which the DataLoader seeds per worker, so a seeded DataLoader generator gives
-reproducible batches.
+Randomness: a training sample's random choices (:meth:`TemporalDataset.draw`) come from torch's RNG. The trainer
+gives every sample of a chunk its own seed (:class:`SeededSamples`, :func:`sample_seeds`), so the samples are the
+same whichever loader builds them, in however many worker processes (:class:`~twostream_lib.device_loader.
+DeviceLoader` draws from the same seeds), and the global RNG that dropout uses is left alone.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .flow import (STACK_MODES, clamp_start, dequantize_flow, flip_stack, stack_indices, temporal_stack,
                    valid_starts)
-from .prepare import CacheError, source_stamp
+from .prepare import CacheError, read_cache_json, source_stamp
 from .protocol import TEST_CROPS, TEST_FRAMES, check_views, crop_boxes, spaced_positions
 from .splits import Split, load_split, video_group
 
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VideoCache", "items_for", "holdout", "SpatialDataset", "TemporalDataset", "MultiTaskDataset",
-    "BalancedSampler", "RunData", "make_dataset", "build_datasets", "IMAGENET_MEAN", "IMAGENET_STD", "SampleDraw",
+    "BalancedSampler", "SeededSamples", "sample_seeds", "RunData", "make_dataset", "build_datasets", "IMAGENET_MEAN", "IMAGENET_STD", "SampleDraw",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -75,8 +77,11 @@ class VideoCache:
         if not sfile.is_file() or not mfile.is_file():
             raise CacheError(f"{self.root}: not a prepared cache (no settings.json/manifest.json); "
                              f"run `python -m twostream_lib prepare ...` first")
-        self.settings = json.loads(sfile.read_text())
-        self.manifest = json.loads(mfile.read_text())
+        remedy = "prepare the cache again (`python -m twostream_lib prepare ...`, or delete the folder first)"
+        self.settings = read_cache_json(sfile, remedy)
+        self.manifest = read_cache_json(mfile, remedy)
+        if not isinstance(self.manifest.get("videos"), dict) or "bound" not in self.settings:
+            raise CacheError(f"{self.root}: settings.json/manifest.json lack their entries; {remedy}")
         self.videos: dict = self.manifest["videos"]
         self.bound = float(self.settings["bound"])
         if not memory_mb >= 0:
@@ -469,6 +474,36 @@ class MultiTaskDataset(Dataset):
         k = int(np.searchsorted(self.offsets, i, side="right") - 1)
         x, label = self.datasets[k][i - int(self.offsets[k])][:2]
         return x, label, k
+
+
+def sample_seeds(base: int, positions) -> list[int]:
+    """One seed per sample: ``base`` (e.g. a chunk's seed) plus the sample's position in the chunk's global order,
+    so a sample's seed does not depend on the process, worker or batch that builds it."""
+    return [(int(base) + int(p)) % 2 ** 63 for p in positions]
+
+
+class SeededSamples(Dataset):
+    """A training dataset whose samples draw their random choices from their own seeds.
+
+    ``SeededSamples(ds)[(i, seed)]`` is ``ds[i]`` built with torch's RNG seeded with ``seed``; the caller's RNG
+    state is restored afterwards. A ``DataLoader`` whose sampler yields ``(index, seed)`` pairs thus builds the
+    same batches with any ``num_workers``, and :class:`~twostream_lib.device_loader.DeviceLoader` given the same
+    ``seeds`` draws the same choices (a ``torch.Generator`` seeded with ``seed`` yields what the seeded global
+    RNG yields). Works for any dataset whose items draw from torch's RNG: stream datasets,
+    :class:`MultiTaskDataset`, ``ConcatDataset``.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return self.dataset[int(i)]
 
 
 class BalancedSampler(Sampler[int]):

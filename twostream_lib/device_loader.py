@@ -16,7 +16,9 @@ thousands of samples/s would need dozens of loader cores. :class:`DeviceLoader` 
 Samples are the CPU path's: the random choices are made by the datasets' own ``draw`` method
 (:meth:`twostream_lib.data.TemporalDataset.draw`, which their ``__getitem__`` uses) from a ``torch.Generator``,
 so ``DeviceLoader(ds, idx, B, generator=torch.Generator().manual_seed(s))`` yields the batches of
-``torch.manual_seed(s); [ds[i] for i in idx]``. On CPU the decoders agree bit for bit (libjpeg-turbo in both
+``torch.manual_seed(s); [ds[i] for i in idx]``, and ``DeviceLoader(ds, idx, B, seeds=seeds)`` (what the trainer
+uses) those of a ``DataLoader`` over :class:`~twostream_lib.data.SeededSamples` ``(ds)`` given the pairs
+``zip(idx, seeds)``, whatever its number of workers. On CPU the decoders agree bit for bit (libjpeg-turbo in both
 OpenCV and torchvision) and so do the batches, every temporal variant included (trajectory stacking too), except
 the RGB jitter's whole-crop mean (float32 summation order, < 1e-5). On CUDA, nvJPEG's IDCT may differ from
 libjpeg-turbo by a few grey levels (1 level = 2*bound/255 = 0.157 px of flow at bound 20); everything after
@@ -25,8 +27,7 @@ values on the GPU too).
 
 Usage (what the trainer's ``make_train_loader`` returns for ``loader: device``)::
 
-    loader = DeviceLoader(dataset, indices, batch_size, generator=torch.Generator().manual_seed(seed),
-                          device="cuda")
+    loader = DeviceLoader(dataset, indices, batch_size, seeds=sample_seeds(chunk_seed, positions), device="cuda")
     for x, y in loader:          # x (B, C, crop, crop) float32 on the device, y (B,) long; + task_id (B,) multitask
         ...
 
@@ -391,13 +392,16 @@ class DeviceLoader:
         batch_size: samples per batch (the local batch of this process).
         generator: the (CPU) ``torch.Generator`` the samples' random choices are drawn from, in order, batch after
             batch (``None``: a private generator seeded with one draw from torch's global RNG per iteration).
+        seeds: instead of ``generator``, one seed per index: sample ``j`` draws from a generator seeded with
+            ``seeds[j]``, as :class:`~twostream_lib.data.SeededSamples` does on the CPU path (what the trainer uses:
+            the same samples whichever loader builds them).
         device: where batches are built and returned (default: CUDA when available).
         decode_device: where JPEGs are decoded (default: ``device``); ``"cpu"`` with a CUDA ``device`` decodes
             with libjpeg-turbo and processes on the GPU (bit-exact with the CPU path).
         prefetch: batches prepared ahead on background threads (a reader: draws + file reads; a builder: decode
             + tensor ops, on its own CUDA stream); 0 = everything on the calling thread, in turn.
-        start: skip the first ``start`` batches (their random choices are still drawn, so batch k is the same
-            whatever ``start`` is: resuming in the middle of a chunk).
+        start: skip the first ``start`` batches (with ``generator``, their random choices are still drawn, so batch
+            k is the same whatever ``start`` is: resuming in the middle of a chunk).
         drop_last: drop a last incomplete batch.
         chunk: samples processed at once: bounds the memory of full-frame temporaries (default 32 on CUDA; 4 on
             CPU, where small chunks stay in the caches: ~1.5x faster than 32 on the 2-core test machine).
@@ -411,7 +415,8 @@ class DeviceLoader:
     """
 
     def __init__(self, dataset, indices: Sequence[int], batch_size: int, *,
-                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                 generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
+                 device: torch.device | str | None = None,
                  decode_device: torch.device | str | None = None, prefetch: int = 2, start: int = 0,
                  drop_last: bool = True, chunk: int | None = None, decode_threads: int = 1,
                  cpu_decode_share: float = 0.0, pin_memory: bool | None = None):
@@ -434,7 +439,11 @@ class DeviceLoader:
         self._starts = np.array([s for s, _, _ in self._sources])
         self.indices = [int(i) for i in indices]
         self.batch_size, self.drop_last, self.start = int(batch_size), bool(drop_last), int(start)
+        if seeds is not None and (generator is not None or len(seeds) != len(self.indices)):
+            raise ValueError(f"DeviceLoader: seeds= needs one seed per index ({len(seeds)} for {len(self.indices)})"
+                             " and no generator")
         self.generator = generator
+        self.seeds = None if seeds is None else [int(s) for s in seeds]
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = self._index_device(torch.device(device))
@@ -456,10 +465,10 @@ class DeviceLoader:
         return d
 
     # -- batches
-    def _batches(self) -> list[list[int]]:
+    def _batches(self) -> list[range]:  # positions into self.indices
         n, b = len(self.indices), self.batch_size
         stop = n - n % b if self.drop_last else n
-        return [self.indices[a:a + b] for a in range(0, stop, b)]
+        return [range(a, min(a + b, stop)) for a in range(0, stop, b)]
 
     def __len__(self) -> int:
         return max(0, len(self._batches()) - self.start)
@@ -479,13 +488,16 @@ class DeviceLoader:
             return ["rgb"]
         return ["flow_x", "flow_y"] + (["flow_bx", "flow_by"] if ds.bidirectional else [])
 
-    def _plan(self, idx: list[int], generator: torch.Generator, read: bool = True) -> _Plan | None:
-        """Draw the batch's samples (always) and read their JPEG bytes (``read``)."""
+    def _plan(self, batch: range, generator: torch.Generator | None, read: bool = True) -> _Plan | None:
+        """Draw the samples at positions ``batch`` (always) and read their JPEG bytes (``read``)."""
+        if not read and self.seeds is not None:
+            return None  # nothing to draw: every sample has its own seed
         t0 = time.perf_counter()
         drawn = []
-        for i in idx:
-            k, ds, local, task = self._resolve(i)
-            drawn.append((k, ds, ds.draw(local, generator), ds.labels[local], task))
+        for j in batch:
+            k, ds, local, task = self._resolve(self.indices[j])
+            gen = generator if self.seeds is None else torch.Generator().manual_seed(self.seeds[j])
+            drawn.append((k, ds, ds.draw(local, gen), ds.labels[local], task))
         if not read:
             return None
         groups: dict[tuple, _Group] = {}
@@ -598,8 +610,8 @@ class DeviceLoader:
         return batch
 
     # -- iteration
-    def _generator(self) -> torch.Generator:
-        if self.generator is not None:
+    def _generator(self) -> torch.Generator | None:
+        if self.generator is not None or self.seeds is not None:
             return self.generator
         return torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, ()).item()))
 

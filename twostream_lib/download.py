@@ -29,7 +29,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError
+from .errors import OptionError, UserError
+from .files import writable_folder
 
 __all__ = ["Remote", "UCF101_FILES", "HMDB51_FILES", "ExtractError", "DownloadError", "download", "sha256sum",
            "verify", "safe_extract", "unsafe_members", "check_extracted", "parse_sha256", "get_dataset"]
@@ -168,9 +169,17 @@ def _lsar_entries(archive: Path) -> list[dict]:
     if shutil.which("lsar") is None:
         raise ExtractError(f"{archive}: not zip/tar; RAR needs Debian's 'unar' package (apt-get install unar)")
     out = subprocess.run(["lsar", "-j", str(archive)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise ExtractError(f"{archive}: lsar cannot list it: {out.stderr.strip() or out.stdout.strip()}")
-    return list(json.loads(out.stdout).get("lsarContents", []))
+    try:
+        listing = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        listing = None
+    entries = listing.get("lsarContents") if isinstance(listing, dict) else None
+    if out.returncode != 0 or not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        detail = " ".join((out.stderr or "").split())[:200]
+        raise ExtractError(f"{archive}: not a zip, tar or RAR archive that lsar can list (lsar exit status "
+                           f"{out.returncode}{': ' + detail if detail else ''}); the file is incomplete or corrupt: "
+                           f"delete it (and its .sha256) and download it again")
+    return entries
 
 
 def _lsar_names(archive: Path) -> list[str]:
@@ -222,9 +231,11 @@ def get_dataset(dataset: str, root: str | os.PathLike, downloads: str | os.PathL
     Returns the list of steps (what would be done, with ``dry_run``)."""
     from .splits import load_split
 
+    if dataset not in ("ucf101", "hmdb51"):
+        raise OptionError(f"dataset {dataset!r}: expected ucf101 or hmdb51")
     files = {"ucf101": UCF101_FILES, "hmdb51": HMDB51_FILES}[dataset]
-    root = Path(root)
-    downloads = Path(downloads) if downloads else root / "downloads"
+    root = writable_folder(root, "root", "dataset root")  # nothing is created yet (a dry run writes nothing)
+    downloads = writable_folder(downloads, "downloads", "downloads folder") if downloads else root / "downloads"
     steps = [f"download {r.url} -> {downloads / r.name}" for r in files]
     steps += [f"verify SHA-256 of {downloads / r.name}" for r in files]
     steps += [f"extract {downloads / r.name} -> {root}" for r in files]

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import config_from_dict
+from .config import anchor_paths, config_from_dict
 from .data import VideoCache, items_for, make_dataset
-from .errors import ArgumentParser, UserError, run_cli
+from .errors import MAX_WORKERS, ArgumentParser, IntRange, UserError, check_device, run_cli
+from .files import existing_file, existing_folder, writable_file
 from .models import build_model_for
 from .protocol import TEST_CROPS, TEST_FRAMES, check_views
 from .runtime import autocast, resolve_device, set_cpu_threads
@@ -38,11 +39,27 @@ from .scores import ScoreFileError, load_scores, save_scores
 from .splits import load_split
 
 __all__ = ["predict_videos", "video_score_sums", "evaluate_checkpoint", "cached_scores",
-           "load_model_from_checkpoint", "summarize", "ClassListError", "main"]
+           "load_model_from_checkpoint", "summarize", "ClassListError", "TaskError", "main", "MAX_TEST_FRAMES",
+           "MAX_BATCH_VIDEOS"]
+
+#: the most test frames (stacks) per video the command line takes: more than any UCF-101 / HMDB-51 video has but
+#: a few (the extra ones repeat frames), while each one costs memory for every video
+MAX_TEST_FRAMES = 1000
+#: the most videos per test batch the command line takes (a batch's views are all in memory at once)
+MAX_BATCH_VIDEOS = 1024
 
 
 class ClassListError(UserError, ValueError):
     """A checkpoint's classes are not the dataset's (other names, another order, another count)."""
+
+
+class TaskError(UserError, ValueError):
+    """``task`` names no head of the checkpoint (a multitask run has one per dataset, §4)."""
+
+    def __init__(self, ckpt_path, task: int, num_tasks: int, datasets, name: str = "task"):
+        self.fields = (ckpt_path, task, num_tasks, datasets)
+        super().__init__(f"{name} {task}: out of range; {ckpt_path} has {num_tasks} head(s) (trained on "
+                         f"{list(datasets)}), so {name} must be in 0..{num_tasks - 1}")
 
 
 def _num_videos(dataset) -> int:
@@ -153,7 +170,8 @@ def load_model_from_checkpoint(ckpt_path: str | os.PathLike, device: str | torch
     """Rebuild a trained net from a checkpoint written by :mod:`twostream_lib.train` ->
     ``(model in eval mode, TrainConfig, checkpoint dict)``. Loads with ``weights_only=True``."""
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    cfg = config_from_dict(ckpt["config"], source=f"{ckpt_path} (config)")
+    # its data paths as the run gave them, from the directory it was trained in (the command line's data/...)
+    cfg = config_from_dict(anchor_paths(ckpt["config"], ckpt.get("cwd")), source=f"{ckpt_path} (config)")
     model = build_model_for(cfg, ckpt["num_classes"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, ckpt
@@ -192,6 +210,8 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     if subset not in ("test", "train"):
         raise ValueError(f"evaluate_checkpoint: subset must be 'test' or 'train', got {subset!r}")
     check_views(frames, crops, "evaluate_checkpoint")
+    if out is not None:  # before the work: a score file that can't be written is known now
+        writable_file(out, "out", "score file")
     dev = resolve_device(device)
     model, cfg, ckpt = load_model_from_checkpoint(ckpt_path, dev)
     if workers is None:  # a test item is a whole video's views (25 x 10 stacks): on a CPU, passing it from a
@@ -199,7 +219,7 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
         workers = 0 if dev.type == "cpu" else cfg.workers
     set_cpu_threads(dev, workers)
     if not 0 <= task < cfg.num_tasks:
-        raise ValueError(f"{ckpt_path}: task {task} out of range; the run trained on {cfg.datasets}")
+        raise TaskError(ckpt_path, task, cfg.num_tasks, cfg.datasets)
     multitask = cfg.num_tasks > 1
     shared = cfg.heads == "shared" and len(cfg.datasets) > 1
     root = root or cfg.roots[task]
@@ -260,13 +280,6 @@ def cached_scores(ckpt_path: str | os.PathLike, out: str | os.PathLike, subset: 
     return evaluate_checkpoint(ckpt_path, subset=subset, out=out, frames=frames, crops=crops, task=task, **kwargs)
 
 
-def _positive(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise ValueError
-    return v
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m twostream_lib evaluate CKPT --subset test --out scores.npz [--frames 25 --crops 10]``."""
     p = ArgumentParser(prog="python -m twostream_lib evaluate",
@@ -275,21 +288,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", default="test", choices=("test", "train"),
                    help="test videos, or all training videos (for SVM fusion)")
     p.add_argument("--out", default=None, help="score file to write (.npz), read by `fuse`")
-    p.add_argument("--frames", type=_positive, default=TEST_FRAMES,
-                   help="equally spaced frames / stacks per video (paper: 25), >= 1")
+    p.add_argument("--frames", type=IntRange(1, MAX_TEST_FRAMES), default=TEST_FRAMES,
+                   help=f"equally spaced frames / stacks per video (paper: 25), 1..{MAX_TEST_FRAMES}")
     p.add_argument("--crops", type=int, default=TEST_CROPS, choices=(1, 5, 10),
                    help="10 = 4 corners + centre and their flips (paper); 5 = no flips; 1 = centre")
-    p.add_argument("--task", type=int, default=0, help="multitask runs: which dataset/head (index in `datasets`)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-videos", type=_positive, default=1, help="videos per forward batch")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's; 0 on a CPU)")
+    p.add_argument("--task", type=IntRange(0), default=0,
+                   help="multitask runs: which dataset/head (index in `datasets`)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-videos", type=IntRange(1, MAX_BATCH_VIDEOS), default=1, help="videos per forward batch")
+    p.add_argument("--workers", type=IntRange(0, MAX_WORKERS), default=None,
+                   help="DataLoader workers (default: the run's; 0 on a CPU)")
     p.add_argument("--root", default=None, help="override the dataset root recorded in the checkpoint")
     p.add_argument("--cache", default=None, help="override the cache recorded in the checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    r = evaluate_checkpoint(a.checkpoint, subset=a.subset, out=a.out, frames=a.frames, crops=a.crops, task=a.task,
-                            device=a.device, batch_videos=a.batch_videos, workers=a.workers,
-                            progress=not a.no_progress, root=a.root, cache=a.cache)
+    # every option checked before the checkpoint is loaded (--task: against the checkpoint's heads, once loaded)
+    existing_file(a.checkpoint, "checkpoint", "checkpoint file (best.pt or last.pt)")
+    if a.out is not None:
+        writable_file(a.out, "--out", "score file")
+    if a.root is not None:
+        existing_folder(a.root, "--root", "dataset root")
+    if a.cache is not None:
+        existing_folder(a.cache, "--cache", "cache folder")
+    check_device("--device", a.device, auto=True)
+    try:
+        r = evaluate_checkpoint(a.checkpoint, subset=a.subset, out=a.out, frames=a.frames, crops=a.crops,
+                                task=a.task, device=a.device, batch_videos=a.batch_videos, workers=a.workers,
+                                progress=not a.no_progress, root=a.root, cache=a.cache)
+    except TaskError as e:
+        raise TaskError(*e.fields, name="--task") from None
     n = len(r["labels"])
     print(f"{a.checkpoint}: {a.subset} videos {n}, accuracy {100 * r['accuracy']:.2f}%, "
           f"mean class accuracy {100 * r['mean_class_accuracy']:.2f}%")

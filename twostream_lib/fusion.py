@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ArgumentParser, UserError
+from .errors import ArgumentParser, FloatRange, OptionError, UserError
+from .files import existing_file, writable_file
 from .metrics import accuracy, mean_class_accuracy
 from .scores import ScoreFileError, check_aligned, load_scores, save_scores
 
@@ -154,14 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="average", choices=["average", "svm"])
     p.add_argument("--train", nargs="+", default=None,
                    help="for --method svm: the same streams' scores on the training videos (evaluate --subset train)")
-    p.add_argument("--weights", nargs="+", type=float, default=None, help="averaging weights, one per stream")
-    p.add_argument("--C", type=float, default=1.0, help="SVM regularisation constant")
+    p.add_argument("--weights", nargs="+", type=FloatRange(0.0), default=None,
+                   help="averaging weights, one per stream, >= 0 (normalised to sum to 1)")
+    p.add_argument("--C", type=FloatRange(0.0, lo_open=True), default=1.0, help="SVM regularisation constant, > 0")
     p.add_argument("--out", default=None, help="write the fused scores here (.npz)")
     a = p.parse_args(argv)
     try:
+        _check_args(a)
         r = fuse_files(a.scores, a.method, a.train, a.weights, a.C)
     except (UserError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2
     for path, acc in zip(a.scores, r["stream_accuracy"]):
         print(f"{path}: accuracy {100 * acc:.1f}%")
@@ -171,3 +174,28 @@ def main(argv: list[str] | None = None) -> int:
         save_scores(a.out, r["scores"], r["labels"], r["video_ids"], r["classes"],
                     {"method": a.method, "streams": [str(s) for s in a.scores]})
     return 0
+
+
+def _check_args(a) -> None:
+    """Every option of ``fuse`` before any score file is read: one :class:`OptionError` naming the option."""
+    for path in a.scores:
+        existing_file(path, "score file", "score file (.npz, written by `evaluate`)")
+    for path in a.train or []:
+        existing_file(path, "--train", "score file (.npz, written by `evaluate --subset train`)")
+    if a.out is not None:
+        writable_file(a.out, "--out", "score file")
+    n = len(a.scores)
+    if a.method == "svm":
+        if not a.train or len(a.train) != n:
+            raise OptionError(f"--train: --method svm needs one training score file per stream ({n}), got "
+                              f"{len(a.train or [])}")
+        if a.weights is not None:
+            raise OptionError("--weights: applies to --method average; the SVM learns how to weigh the streams")
+    else:
+        if a.train:
+            raise OptionError(f"--train: applies to --method svm; --method {a.method} uses no training scores")
+        if a.weights is not None and len(a.weights) != n:
+            raise OptionError(f"--weights {' '.join(f'{w:g}' for w in a.weights)}: give one weight per score file "
+                              f"({n}), got {len(a.weights)}")
+        if a.weights is not None and not 0 < sum(a.weights) < float("inf"):
+            raise OptionError(f"--weights {' '.join(f'{w:g}' for w in a.weights)}: need a positive, finite sum")

@@ -21,6 +21,7 @@ manifest's ``failed`` list and on stderr; the other videos are unaffected.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import math
@@ -39,26 +40,47 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import ArgumentParser, UserError
-from .files import FolderLock, atomic_write_json
+from .errors import MAX_WORKERS, ArgumentParser, FloatRange, IntRange, OptionError, UserError, check_device
+from .files import FolderLock, atomic_write_json, existing_folder, writable_folder
 from .flow import (FLOW_METHODS, FlowEstimator, clip_fraction, gt_flow_path, load_gt_flow, quantize_flow, resize_flow,
                    to_gray)
-from .splits import DATASETS, load_split
+from .splits import DATASETS, SplitError, load_split
 from .video import read_video, short_side_size
 
 __all__ = ["CacheError", "prepare", "prepare_video", "cache_settings", "main", "DEFAULT_SHORT_SIDE",
-           "FORMAT_VERSION", "encode_jpegs"]
+           "FORMAT_VERSION", "encode_jpegs", "read_cache_json", "MAX_BOUND", "MAX_SHORT_SIDE", "MAX_BATCH"]
 
 #: 2: each video's entry records its source file's size and mtime (a replaced video is prepared again)
 FORMAT_VERSION = 2
 #: short side of the cached frames: the paper rescales to 256 (§5); the lab data is kept at its own size.
 DEFAULT_SHORT_SIDE = {"ucf101": 256, "hmdb51": 256, "lab-ucf": None, "lab-hmdb": None}
+#: the largest flow quantisation bound, px: a larger one quantises in steps over 2 px (2 * bound / 255), and
+#: flow beyond 256 px between consecutive frames does not occur at the paper's 256-px short side
+MAX_BOUND = 256.0
+#: the largest frame short side, px (more than any UCF-101 / HMDB-51 video has: larger only upsamples)
+MAX_SHORT_SIDE = 4096
+#: the most frame pairs per ``tvl1-torch`` solver call the command line takes (the videos of a call are in memory)
+MAX_BATCH = 4096
 #: settings that must match for a rerun to reuse a cache
 _KEYED = ("format", "dataset", "flow", "flow_params", "bound", "short_side", "jpeg_quality", "backward")
 
 
 class CacheError(UserError, RuntimeError):
     """A cache is inconsistent with the request (other settings, missing video). Names the cache and the problem."""
+
+
+def read_cache_json(path: str | os.PathLike, remedy: str) -> dict:
+    """A cache's JSON file (``settings.json``, ``manifest.json``) as a dict; an empty, truncated or edited one is a
+    :class:`CacheError` naming the file and what to do (``remedy``)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        what = "is empty" if path.is_file() and path.stat().st_size == 0 else f"can't be read ({e})"
+        raise CacheError(f"{path} {what}; {remedy}") from None
+    if not isinstance(obj, dict):
+        raise CacheError(f"{path} holds {type(obj).__name__}, not a JSON object; {remedy}")
+    return obj
 
 
 def cache_settings(dataset: str, flow: str, bound: float = 20.0, short_side: int | None = None,
@@ -72,12 +94,12 @@ def cache_settings(dataset: str, flow: str, bound: float = 20.0, short_side: int
         raise ValueError("flow='gt' (ground truth) exists only for the lab datasets")
     if flow == "gt" and backward:
         raise ValueError("backward ground-truth flow is not stored by the lab renderer; use an estimator")
-    if not (math.isfinite(bound) and bound > 0):
-        raise ValueError(f"bound must be a positive number of pixels, got {bound}")
+    if not (math.isfinite(bound) and 0 < bound <= MAX_BOUND):
+        raise ValueError(f"bound must be a positive number of pixels <= {MAX_BOUND:g}, got {bound}")
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
-    if short_side is not None and int(short_side) < 16:
-        raise ValueError(f"short_side must be at least 16 px (or None for the native size), got {short_side}")
+    if short_side is not None and not 16 <= int(short_side) <= MAX_SHORT_SIDE:
+        raise ValueError(f"short_side must be 16..{MAX_SHORT_SIDE} px (or None for the native size), got {short_side}")
     return {
         "format": FORMAT_VERSION, "dataset": dataset, "flow": flow, "flow_params": dict(flow_params or {}),
         "bound": float(bound), "short_side": short_side, "jpeg_quality": int(jpeg_quality),
@@ -278,7 +300,8 @@ def _check_settings(cache: Path, settings: dict) -> None:
     """Refuse a cache made with other settings; record the settings of a new (or still empty) cache."""
     f = cache / "settings.json"
     if f.exists() and _has_videos(cache):
-        old = json.loads(f.read_text())
+        old = read_cache_json(f, "the settings this cache was made with are unknown: delete the cache folder and "
+                                 "prepare it again (or use another --cache folder)")
         diff = {k: (old.get(k), settings[k]) for k in _KEYED if old.get(k) != settings[k]}
         if diff:
             lines = ", ".join(f"{k}: cache has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
@@ -338,9 +361,12 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         raise ValueError(f"workers and batch must be >= 1, got {workers} and {batch}")
     if device != "cpu" and flow != "tvl1-torch":
         raise ValueError(f"device={device!r} applies to flow 'tvl1-torch' only; {flow!r} runs on the CPU")
+    if flow == "tvl1-torch":
+        check_device("device", device, several=True)
     cache = Path(cache)
     if cache.exists() and not cache.is_dir():
         raise CacheError(f"{cache}: exists and is not a folder; give a folder for the cache")
+    writable_folder(cache, "cache", "cache folder")
     todo_all = dataset_videos(dataset, root)
     if videos is not None:
         wanted = set(videos)
@@ -354,7 +380,8 @@ def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, p
                     batch: int) -> dict:
     vdir = cache / "videos"
     manifest_path = cache / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = read_cache_json(manifest_path, "delete it and run prepare again: the finished videos are kept (read "
+                                              "back from their index.json)") if manifest_path.exists() else {}
     entries = manifest.get("videos", {})
     failed = {}
     jobs, changed = [], []
@@ -364,7 +391,13 @@ def _prepare_locked(cache: Path, settings: dict, todo_all: list, workers: int, p
             shutil.rmtree(t, ignore_errors=True)  # a half-written video from a killed run: redo it
         if (out / "index.json").exists():
             if vid not in entries:
-                idx = json.loads((out / "index.json").read_text())
+                try:
+                    idx = json.loads((out / "index.json").read_text())
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                    idx = None  # a damaged index: the video is prepared again
+                if not isinstance(idx, dict):
+                    jobs.append((path, out, settings))
+                    continue
                 entries[vid] = {k: idx.get(k) for k in _ENTRY_KEYS}
             try:
                 same = entries[vid].get("source") == source_stamp(path, settings)
@@ -447,26 +480,74 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", required=True, help="dataset root in the official layout")
     ap.add_argument("--cache", required=True, help="output cache folder")
     ap.add_argument("--flow", default="tvl1", choices=FLOW_METHODS)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--bound", type=float, default=20.0, help="flow quantisation bound, px (default 20)")
-    ap.add_argument("--short-side", default="auto",
-                    help="frame short side: 'auto' (256 real, native lab), 'none', or an integer")
-    ap.add_argument("--jpeg-quality", type=int, default=95)
+    ap.add_argument("--workers", type=IntRange(1, MAX_WORKERS), default=os.cpu_count() or 1)
+    ap.add_argument("--bound", type=FloatRange(0.0, MAX_BOUND, lo_open=True), default=20.0,
+                    help=f"flow quantisation bound, px, at most {MAX_BOUND:g} (default 20)")
+    ap.add_argument("--short-side", type=_ShortSide(), default="auto",
+                    help=f"frame short side: 'auto' (256 real, native lab), 'none', or an integer 16..{MAX_SHORT_SIDE}")
+    ap.add_argument("--jpeg-quality", type=IntRange(1, 100), default=95)
     ap.add_argument("--backward", action="store_true", help="also store backward flow (bi-directional input)")
     ap.add_argument("--device", default="cpu",
                     help="--flow tvl1-torch: cpu, cuda, or several GPUs: cuda:0,cuda:1,... (one process, batched)")
-    ap.add_argument("--batch", type=int, default=64, help="--flow tvl1-torch on a GPU: frame pairs per solver call")
+    ap.add_argument("--batch", type=IntRange(1, MAX_BATCH), default=64,
+                    help="--flow tvl1-torch on a GPU: frame pairs per solver call")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
-    short = a.short_side if a.short_side == "auto" else (None if a.short_side == "none" else int(a.short_side))
+    short = a.short_side
     try:
+        check_options(a.dataset, a.root, a.cache, a.flow, a.device, a.backward)
         m = prepare(a.dataset, a.root, a.cache, flow=a.flow, workers=a.workers, bound=a.bound, short_side=short,
                     jpeg_quality=a.jpeg_quality, backward=a.backward, progress=not a.no_progress,
                     device=a.device, batch=a.batch)
     except (UserError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2
     print(f"{a.cache}: {m['num_videos']} videos ({m['prepared_now']} now, {m['elapsed_s']:.1f} s), "
           f"flow clipped at ±{a.bound:g}: {100 * m['clip_fraction_mean']:.3f}% of values, "
           f"failed: {len(m['failed'])}")
     return 1 if m["failed"] else 0
+
+
+class _ShortSide:
+    """``--short-side``: ``auto``, ``none`` or an integer 16..MAX_SHORT_SIDE."""
+
+    kind = "int"
+    __name__ = "short side"
+
+    def __call__(self, text: str) -> int | str | None:
+        if text in ("auto", "none"):
+            return None if text == "none" else text
+        try:
+            return IntRange(16, MAX_SHORT_SIDE)(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be 'auto', 'none' or an integer 16..{MAX_SHORT_SIDE}, "
+                                             f"got {text!r}") from None
+
+
+def check_options(dataset: str, root, cache, flow: str, device: str, backward: bool = False,
+                  prefix: str = "--") -> None:
+    """The command line's checks of ``prepare``'s options, before anything is read or written: one
+    :class:`~twostream_lib.errors.OptionError` naming the option (``prefix`` + its name)."""
+    if not _plainly_missing(Path(root)):  # a missing root is said by the split check below
+        existing_folder(root, f"{prefix}root", "dataset root")  # a file, or a path under a file
+    try:  # a dataset root in the official layout (what prepare reads first)
+        load_split(dataset, root, 1)
+    except SplitError as e:
+        raise OptionError(f"{prefix}root {root}: {e}") from None
+    writable_folder(cache, f"{prefix}cache", "cache folder")
+    if flow == "gt" and not dataset.startswith("lab-"):
+        raise OptionError(f"{prefix}flow gt: ground-truth flow exists only for the lab datasets, not {dataset}")
+    if flow == "gt" and backward:
+        raise OptionError(f"{prefix}backward: the lab renderer stores no backward ground-truth flow; "
+                          f"use an estimator ({prefix}flow dis, tvl1, ...)")
+    if device != "cpu":
+        if flow != "tvl1-torch":
+            raise OptionError(f"{prefix}device {device}: applies to {prefix}flow tvl1-torch only; {flow} runs on "
+                              f"the CPU")
+        check_device(f"{prefix}device", device, several=True)
+
+
+def _plainly_missing(path: Path) -> bool:
+    """``path`` doesn't exist, and no file stands in its way (its nearest existing folder is a folder)."""
+    anc = next((a for a in path.parents if a.exists()), None)
+    return not path.exists() and (anc is None or anc.is_dir())

@@ -14,10 +14,11 @@ What a run does (the paper's recipe, §5):
   never the test split; the best net is kept as ``best.pt``.
 
 Reproducibility and resume: iterations are grouped in chunks of ``ckpt_every``. At the start of chunk ``c``
-the sampler (``set_epoch(c)``), the DataLoader's generator and the torch / NumPy / Python RNGs are seeded from
-``(seed, c, rank)``, and ``last.pt`` is written at the end of each chunk. The data order and every random draw
-are therefore a function of ``(seed, iteration)``: ``--resume`` from ``last.pt`` ends with the same weights as a
-run that was never interrupted (bit for bit on CPU).
+the sampler (``set_epoch(c)``) and the torch / NumPy / Python RNGs are seeded from ``(seed, c, rank)``, each
+sample's random choices come from its own seed (``(seed, c)`` and its position in the chunk), and ``last.pt`` is
+written at the end of each chunk. The data order and every random draw are therefore a function of ``(seed,
+iteration)``, whatever the loader (``loader``, ``workers``): ``--resume`` from ``last.pt``, with the same or
+another loader, ends with the same weights as a run that was never interrupted (bit for bit on CPU).
 
 A run folder belongs to one run. A new run refuses an ``out_dir`` that holds another run's files (``config.yaml``,
 ``log.csv``, ``last.pt``, ``best.pt``) and changes nothing in it: continue that run with ``--resume`` (its
@@ -56,8 +57,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, load_matching_weights, make_checkpoint, save_checkpoint, set_rng_state
-from .config import ConfigError, TrainConfig, load_config, save_config
-from .data import BalancedSampler, RunData, build_datasets
+from .config import PATH_KEYS, ConfigError, TrainConfig, load_config, same_place, save_config
+from .data import BalancedSampler, RunData, SeededSamples, build_datasets, sample_seeds
 from .device_loader import DeviceLoader
 from .errors import ArgumentParser, run_cli
 from .evaluate import video_score_sums
@@ -65,13 +66,14 @@ from .files import FolderLock
 from .models import build_model_for, multitask_loss, set_finetune_mode
 from .runtime import autocast, chunk_seed, init_distributed, resolve_device, seed_chunk, set_cpu_threads
 
-__all__ = ["ChunkSampler", "make_train_loader", "train_step", "train_one_chunk", "validate", "RunState",
-           "check_run_folder", "changed_settings", "finished_run", "train", "main", "RESUME_MAY_CHANGE", "RUN_FILES"]
+__all__ = ["ChunkSampler", "make_train_loader", "train_step", "train_one_chunk", "measure_step", "validate",
+           "RunState", "check_run_folder", "changed_settings", "finished_run", "train", "main", "RESUME_MAY_CHANGE",
+           "RUN_FILES"]
 
 LOG_FIELDS = ["step", "lr", "loss", "acc", "val_acc", "samples_per_s"]
 #: settings that may differ between a checkpoint and the run resuming it (they don't change what is learnt)
 RESUME_MAY_CHANGE = ("resume", "max_iters", "workers", "device", "log_every", "tensorboard", "compile", "loader",
-                     "cache_memory_mb")
+                     "cache_memory_mb", "name")
 #: the files that make a folder a run's
 RUN_FILES = ("config.yaml", "log.csv", "last.pt", "best.pt")
 
@@ -98,10 +100,14 @@ class ChunkSampler(torch.utils.data.Sampler[int]):
         self.rank, self.world = rank, world_size
         self.local_batch = global_batch // world_size
 
-    def __iter__(self) -> Iterator[int]:
+    def positions(self) -> Iterator[int]:
+        """Each yielded index's position in the chunk's global order (the same on every rank and world size)."""
         for k in range(self.start, self.stop):
             base = k * self.global_batch + self.rank * self.local_batch
-            yield from self.order[base:base + self.local_batch]
+            yield from range(base, base + self.local_batch)
+
+    def __iter__(self) -> Iterator[int]:
+        return (self.order[p] for p in self.positions())
 
     def __len__(self) -> int:
         return (self.stop - self.start) * self.local_batch
@@ -113,17 +119,22 @@ def make_train_loader(run_data: RunData, cfg: TrainConfig, chunk: int, start: in
     world_size``, videos drawn uniformly across classes (§5), order and random draws seeded by ``(seed, chunk)``.
 
     ``loader: cpu`` — a DataLoader (``workers`` processes) building samples on the CPU; ``loader: device`` — a
-    :class:`~twostream_lib.device_loader.DeviceLoader` decoding and augmenting whole batches on ``device``."""
+    :class:`~twostream_lib.device_loader.DeviceLoader` decoding and augmenting whole batches on ``device``. Every
+    sample draws its crop, flip, jitter and frame from its own seed (:func:`~twostream_lib.data.sample_seeds`:
+    the chunk's seed + its position in the chunk), so both loaders, any ``workers`` and any ``start`` build the
+    same samples, and torch's global RNG (dropout) is left to the model."""
     sampler = BalancedSampler(run_data.labels, num_samples=cfg.ckpt_every * cfg.batch_size, seed=cfg.seed)
     sampler.set_epoch(chunk)
-    gen = torch.Generator().manual_seed(chunk_seed(cfg.seed, chunk, rank, stream=1))
-    if cfg.loader == "device":  # from the chunk's first batch: skipped batches still make their random draws
-        cs = ChunkSampler(sampler, cfg.batch_size, 0, stop, rank, world_size)
-        return DeviceLoader(run_data.train, list(cs), cs.local_batch, generator=gen, device=device, start=start)
     cs = ChunkSampler(sampler, cfg.batch_size, start, stop, rank, world_size)
-    return torch.utils.data.DataLoader(run_data.train, batch_size=cs.local_batch, sampler=cs, drop_last=True,
-                                       num_workers=cfg.workers, pin_memory=device is not None and device.type == "cuda",
-                                       generator=gen, persistent_workers=False)
+    base = chunk_seed(cfg.seed, chunk, stream=1)
+    seeds = sample_seeds(base, cs.positions())
+    if cfg.loader == "device":
+        return DeviceLoader(run_data.train, list(cs), cs.local_batch, seeds=seeds, device=device)
+    return torch.utils.data.DataLoader(SeededSamples(run_data.train), batch_size=cs.local_batch,
+                                       sampler=list(zip(cs, seeds)), drop_last=True, num_workers=cfg.workers,
+                                       pin_memory=device is not None and device.type == "cuda",
+                                       generator=torch.Generator().manual_seed(base),  # not the global RNG's
+                                       persistent_workers=False)
 
 
 # ---------------------------------------------------------------------------------------------- one iteration
@@ -182,6 +193,41 @@ def train_one_chunk(model, loader, optimizer, scheduler, device, step: int, cfg:
         if on_step is not None:
             on_step(step, stats)
     return step
+
+
+def measure_step(cfg: TrainConfig, num_classes: Sequence[int], device: torch.device | str, iters: int = 5,
+                 warmup: int = 3, batch: int | None = None, budget_s: float = 30.0) -> float:
+    """Seconds per training iteration of ``cfg`` on ``device`` (its net, input shape, AMP and memory format;
+    SGD on random inputs of ``batch`` samples, default ``cfg.batch_size``, scaled to ``cfg.batch_size``): the
+    median of ``iters`` iterations after ``warmup`` (the first iterations are several times slower), fewer when
+    they pass ``budget_s`` (at least one of each). Data loading is not included: a lower bound for planning."""
+    device = torch.device(device)
+    b = max(1, min(int(batch or cfg.batch_size), cfg.batch_size))
+    model = build_model_for(cfg, list(num_classes)).to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6, momentum=cfg.momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, cfg.in_channels, cfg.crop_size, cfg.crop_size, generator=g)
+    task = torch.arange(b) % len(num_classes)
+    y = torch.stack([torch.randint(0, int(num_classes[int(k)]), (), generator=g) for k in task])
+    one = (x, y, task) if len(num_classes) > 1 else (x, y)
+    model.train()
+    seconds: list[float] = []
+    start = time.perf_counter()
+    for i in range(max(1, warmup) + max(1, iters)):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        train_step(model, one, opt, sched, device, cfg.amp, cfg.channels_last)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= max(1, warmup) or (i and time.perf_counter() - start > budget_s / 2):
+            seconds.append(time.perf_counter() - t0)
+        if seconds and time.perf_counter() - start > budget_s:
+            break
+    return float(np.median(seconds)) * cfg.batch_size / b
 
 
 @torch.no_grad()
@@ -323,7 +369,10 @@ class RunState:
 
 def check_run_folder(out_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from, or ``None`` for a fresh start; refuses (:class:`ConfigError`) an
-    ``out_dir`` holding another run's files, which stay untouched."""
+    ``out_dir`` holding another run's files, which stay untouched, and an ``out_dir`` that is a file."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out_dir={out_dir} is a file, not a folder; give a folder for the run (out_dir=...)")
     last = out_dir / "last.pt"
     if resume and last.is_file():
         return last
@@ -359,9 +408,19 @@ def new_run_state(cfg: TrainConfig, data: RunData, model: nn.Module | None, devi
 
 def changed_settings(ckpt: dict, cfg: TrainConfig) -> dict:
     """The settings in which ``cfg`` differs from the run that wrote checkpoint ``ckpt`` (those a resumed run
-    may change, :data:`RESUME_MAY_CHANGE`, aside): ``{key: (checkpoint's value, cfg's value)}``."""
-    return {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
-            if k not in RESUME_MAY_CHANGE and getattr(cfg, k, v) != v}
+    may change, :data:`RESUME_MAY_CHANGE`, aside): ``{key: (checkpoint's value, cfg's value)}``. Paths are
+    compared as places (:data:`~twostream_lib.config.PATH_KEYS`; the checkpoint's relative paths from the directory
+    it was trained in, so the command line's ``data/...`` is a chapter's ``../data/...``), and ``out_dir`` not at
+    all: the checkpoint was found in
+    ``cfg.out_dir``, so a run folder moved or named another way is still the same run."""
+    changed = {}
+    for k, v in ckpt["config"].items():
+        now = getattr(cfg, k, v)
+        if k in RESUME_MAY_CHANGE or k == "out_dir" or (same_place(v, now, ckpt.get("cwd")) if k in PATH_KEYS
+                                                           else now == v):
+            continue
+        changed[k] = (v, now)
+    return changed
 
 
 def finished_run(cfg: TrainConfig) -> dict | None:
@@ -527,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_intermixed_args(argv)
     cfg = load_config(a.config, a.overrides + (["resume=true"] if a.resume else []))
+    if int(os.environ.get("RANK", "0")) == 0 and finished_run(cfg) is not None:
+        print(f"{cfg.out_dir} holds this run, finished: nothing to train")
     try:
         r = train(cfg, progress=not a.no_progress)
     except FloatingPointError as e:

@@ -1,7 +1,7 @@
 """The lab: procedural stand-ins for UCF-101 and HMDB-51 (``lab-ucf``, ``lab-hmdb``), with ground-truth optical flow.
 
 And the lab's stand-in for ImageNet, ``lab stills`` (:mod:`twostream_lib.lab.stills`): still images of objects
-and scenes that the lab spatial net is pre-trained on (Table 1a).
+and scenes that the lab spatial net is pre-trained on (Table 1a) by :mod:`twostream_lib.pretrain`.
 
 UCF-101 and HMDB-51 cannot be downloaded here, so the book runs on two rendered twins written
 in **exactly the official on-disk layouts** (see :mod:`twostream_lib.splits`), so that the
@@ -59,7 +59,8 @@ Everything is deterministic for a seed: every clip has its own RNG seeded from
 **The lab is not part of the paper**: it is the substitute data this book can run on. Its modules:
 :mod:`~twostream_lib.lab.classes` (what each dataset holds), :mod:`~twostream_lib.lab.specs` (what determines a
 clip; the scales), :mod:`~twostream_lib.lab.motions` (the actions), :mod:`~twostream_lib.lab.render` (frames and
-exact flow), :mod:`~twostream_lib.lab.writer` (the datasets on disk, and :func:`prepare_lab`).
+exact flow; its public drawing primitives), :mod:`~twostream_lib.lab.writer` (the datasets on disk, and
+:func:`prepare_lab`), :mod:`~twostream_lib.lab.stills` (the still images; data only, below the trainer).
 """
 from __future__ import annotations
 

@@ -3,6 +3,12 @@
 Forward kinematics turns an action's channels into limb parts; a scene places them (with props) in world pixels
 over a textured background, with a camera that may pan, zoom or shake; the renderer draws each frame and, for
 every pixel, where its surface point is in the next frame: the ground-truth flow.
+
+Clips are rendered with :func:`render_clip`. The drawing primitives below it are public, for other images drawn in
+the lab's look (:mod:`twostream_lib.lab.stills` draws its still images with them): the two datasets' styles
+(:data:`STYLE`), textured backgrounds (:func:`background`), the limb texture atlas (:func:`tileable_noise`), a
+scene of textured parts under a camera (:class:`Part`, :class:`Scene`; a clip's: :func:`build_scene`), and its
+frames with their exact forward flow (:func:`render_scene`).
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from .classes import CLASS_ACTION, FPS
 from .motions import ACTIONS, BODY, PI, rand_color
 from .specs import ClipSpec, clip_rng
 
-__all__ = ["render_clip"]
+__all__ = ["render_clip", "STYLE", "Part", "Scene", "background", "tileable_noise", "build_scene", "render_scene"]
 
 # --------------------------------------------------------------------------------------------
 # Forward kinematics: channels -> parts (x, y, angle arrays over T; length L; radius r)
@@ -78,7 +84,12 @@ def _skeleton(ch: dict) -> tuple[dict, dict]:
 # --------------------------------------------------------------------------------------------
 # lab-hmdb is rendered in another style and is harder, as HMDB-51's movie and web footage is: stronger noise, lower
 # contrast, a moving camera in most clips, and wider ranges of figure size, speed and amplitude.
-_STYLE = {
+#: each dataset's rendering style, ``{"lab-ucf" | "lab-hmdb": {setting: value}}``: limb ``shape``
+#: (``"capsule"`` | ``"ellipse"``), ``(lo, hi)`` ranges of colour saturation ``sat`` and value ``val`` (0..1), sensor
+#: ``noise`` std (grey levels), limb texture ``limb_contrast``, figure height ``fig_scale`` (fraction of the frame),
+#: ``speed`` and ``amp`` (amplitude) factors; ``cam_p`` (probability of camera motion), ``backgrounds`` (wall kinds
+#: of :func:`background`) and ``stripes`` (weight of striped limb texture).
+STYLE = {
     "lab-ucf": dict(shape="capsule", sat=(0.45, 0.9), val=(0.55, 1.0), noise=(1.5, 4.0), cam_p=0.33,
                     backgrounds=("noise", "blobs", "stripes", "tiles"), limb_contrast=(0.35, 0.6), stripes=0.0,
                     fig_scale=(0.6, 0.78), speed=(0.75, 1.3), amp=(0.8, 1.15)),
@@ -97,8 +108,16 @@ def _octaves(rng, h, w, sigmas=(1.0, 3.0, 8.0), weights=(0.5, 0.8, 1.0)) -> np.n
     return out / (out.std() + 1e-6)
 
 
-def _tileable_noise(rng, n=64, sigma=2.0) -> np.ndarray:
-    """Periodic band-limited noise, (n, n) float32, zero mean, unit std (for limb textures)."""
+def tileable_noise(rng: np.random.Generator, n: int = 64, sigma: float = 2.0) -> np.ndarray:
+    """Periodic band-limited noise: the limb texture atlas (:attr:`Scene.atlas`).
+
+    Args:
+        rng: the random source.
+        n: side of the (square) tile, pixels.
+        sigma: the Gaussian blur's standard deviation, pixels (larger: coarser texture).
+    Returns:
+        ``(n, n)`` float32, zero mean, unit std, periodic in both axes (it tiles without seams).
+    """
     white = rng.standard_normal((n, n))
     f = np.fft.fftfreq(n)
     g = np.exp(-(f[:, None] ** 2 + f[None, :] ** 2) * (2 * PI * sigma) ** 2 / 2)
@@ -111,8 +130,20 @@ def _mix(n, c0, c1):
     return c0 * (1 - a) + c1 * a
 
 
-def _background(rng, kind: str, h: int, w: int, unit: float, style: dict) -> np.ndarray:
-    """A (h, w, 3) float32 texture in 0..255; ``unit`` = pixels per 'small-scale pixel'."""
+def background(rng: np.random.Generator, kind: str, h: int, w: int, unit: float, style: dict) -> np.ndarray:
+    """A random textured background (a wall or a floor) with random colours.
+
+    Args:
+        rng: the random source.
+        kind: ``"noise"``, ``"noise_muted"``, ``"blobs"``, ``"stripes"``, ``"tiles"``, ``"wallpaper"``,
+            ``"bricks"`` (walls), ``"water"`` or ``"court"`` (a pool's water, a court's wooden floor).
+        h, w: its size, pixels.
+        unit: pixels per pixel of the ``small`` lab scale (``W / 128``), so that textures keep their look at
+            every scale.
+        style: one of :data:`STYLE` (its colour ranges ``sat`` and ``val``).
+    Returns:
+        ``(h, w, 3)`` float32 RGB in 0..255, band-limited (no energy near Nyquist: sub-pixel motion does not alias).
+    """
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / unit
     sat, val = style["sat"], style["val"]
     c0 = rand_color(rng, (0, 1), (sat[0] * 0.6, sat[1] * 0.8), val)
@@ -176,32 +207,40 @@ def _background(rng, kind: str, h: int, w: int, unit: float, style: dict) -> np.
 # Scene: parts in world pixels, camera, background
 # --------------------------------------------------------------------------------------------
 @dataclass
-class _Part:
-    x: np.ndarray   # (T,) world x of the part origin (proximal joint)
-    y: np.ndarray
-    a: np.ndarray   # (T,) direction angle
-    L: float        # length (px)
-    r: float        # radius (px)
-    color: np.ndarray
-    shape: str      # "capsule" | "ellipse"
-    tex: tuple[float, float]
-    contrast: float
-    figure: bool
+class Part:
+    """One rigid textured part of a scene (a limb, the head, a prop), over ``T`` frames.
+
+    A capsule (a segment of length ``L`` thickened by radius ``r``; ``L = 0``: a disc) or an ellipse, from its
+    origin ``(x, y)`` along the direction ``a`` (radians; ``a = 0`` points down, +y, ``pi / 2`` to +x).
+    """
+    x: np.ndarray    #: ``(T,)`` float64: world x of the part's origin (its proximal joint) in each frame, pixels
+    y: np.ndarray    #: ``(T,)`` float64: world y of the origin, pixels (y points down)
+    a: np.ndarray    #: ``(T,)`` float64: direction angle, radians
+    L: float         #: length, pixels (0 for a disc)
+    r: float         #: radius, pixels
+    color: np.ndarray  #: ``(3,)`` float32 RGB in 0..255
+    shape: str       #: ``"capsule"`` | ``"ellipse"``
+    tex: tuple[float, float]  #: offset of the part's texture in the atlas, pixels
+    contrast: float  #: texture contrast (luminance ``1 + contrast * atlas``)
+    figure: bool     #: part of the human figure (its pixels go into the mask), not a prop
 
 
 @dataclass
-class _Scene:
-    T: int
-    H: int
-    W: int
-    parts: list[_Part]
-    zoom: np.ndarray   # (T,)
-    fx: np.ndarray     # (T,) camera focus, world
-    fy: np.ndarray
-    bg: np.ndarray     # (Hb, Wb, 3) float32
-    bg_origin: tuple[float, float]
-    atlas: np.ndarray  # (64, 64) float32 limb texture
-    noise: float
+class Scene:
+    """What :func:`render_scene` draws: ``T`` frames of ``H x W`` pixels of ``parts`` (drawn in order, later ones
+    in front) over a background, seen by a camera. A world point ``w`` is at image point
+    ``zoom[t] * (w - (fx[t], fy[t])) + ((W - 1) / 2, (H - 1) / 2)`` in frame ``t``."""
+    T: int               #: frames
+    H: int               #: frame height, pixels
+    W: int               #: frame width, pixels
+    parts: list[Part]    #: the parts, back to front; each with ``(T,)`` trajectories
+    zoom: np.ndarray     #: ``(T,)`` camera zoom (1: world pixels are image pixels)
+    fx: np.ndarray       #: ``(T,)`` camera focus, world x (the world point at the image centre)
+    fy: np.ndarray       #: ``(T,)`` camera focus, world y
+    bg: np.ndarray       #: ``(Hb, Wb, 3)`` float32 background in 0..255 (:func:`background`), all visible points
+    bg_origin: tuple[float, float]  #: world ``(x, y)`` of ``bg[0, 0]``
+    atlas: np.ndarray    #: ``(n, n)`` float32 limb texture (:func:`tileable_noise`), wrapped around
+    noise: float         #: sensor noise std, grey levels
 
 
 def _smooth_noise(rng, T, sigma_frames):
@@ -211,9 +250,11 @@ def _smooth_noise(rng, T, sigma_frames):
     return out
 
 
-def _build_scene(spec: ClipSpec) -> _Scene:
+def build_scene(spec: ClipSpec) -> Scene:
+    """The scene of clip ``spec`` (its figure, props, camera and background), ``spec.n_frames`` frames of
+    ``spec.height x spec.width``; deterministic for the spec (its RNG is the clip's own)."""
     rng = clip_rng(spec.seed, spec.dataset, spec.cls, spec.index[0], spec.index[1])
-    style = _STYLE[spec.dataset]
+    style = STYLE[spec.dataset]
     key, reverse = CLASS_ACTION[spec.cls]
     T, H, W = spec.n_frames, spec.height, spec.width
     unit = W / 128.0
@@ -254,7 +295,7 @@ def _build_scene(spec: ClipSpec) -> _Scene:
     lc = rng.uniform(*style["limb_contrast"])
 
     def place(x, y, a, L, r, color, shape, contrast, figure):
-        return _Part(x=(bx + sg * h * x).astype(np.float64), y=(ground + h * y).astype(np.float64),
+        return Part(x=(bx + sg * h * x).astype(np.float64), y=(ground + h * y).astype(np.float64),
                      a=(sg * np.asarray(a, dtype=np.float64)), L=float(L * h), r=float(max(r * h, 0.8)),
                      color=color, shape=shape, tex=(float(rng.uniform(0, 64)), float(rng.uniform(0, 64))),
                      contrast=contrast, figure=figure)
@@ -306,24 +347,36 @@ def _build_scene(spec: ClipSpec) -> _Scene:
         wall_kind = "water"
     else:
         wall_kind = str(rng.choice(style["backgrounds"]))
-    bg = _background(rng, wall_kind, bh, bw, unit, style)
+    bg = background(rng, wall_kind, bh, bw, unit, style)
     floor_kind = "court" if key == "dribble" else ("water" if key == "swim" else "noise")
-    floor = _background(rng, floor_kind, bh, bw, unit, style)
+    floor = background(rng, floor_kind, bh, bw, unit, style)
     horizon = int(round(ground - 0.05 * H * rng.uniform(0.5, 3.0) - y0))
     if 0 < horizon < bh:
         bg[horizon:] = floor[horizon:]
-    atlas = _tileable_noise(rng, 64, sigma=max(rng.uniform(1.2, 2.2) * unit, 1.1))
+    atlas = tileable_noise(rng, 64, sigma=max(rng.uniform(1.2, 2.2) * unit, 1.1))
     if style["stripes"] > 0:
         atlas = atlas * 0.6 + style["stripes"] * np.sin(np.arange(64) * 2 * PI / 8)[:, None].astype(np.float32) * 1.2
     noise = rng.uniform(*style["noise"])
-    return _Scene(T, H, W, parts, zoom, fx, fy, bg, (x0, y0), atlas.astype(np.float32), noise)
+    return Scene(T, H, W, parts, zoom, fx, fy, bg, (x0, y0), atlas.astype(np.float32), noise)
 
 
 # --------------------------------------------------------------------------------------------
 # Rendering + exact forward flow
 # --------------------------------------------------------------------------------------------
-def _render_scene(sc: _Scene, noise: bool, want_flow: bool, noise_rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def render_scene(sc: Scene, noise: bool, want_flow: bool, noise_rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Draw a scene's frames (anti-aliased, textured, shaded parts over the background) and its exact forward flow.
+
+    Args:
+        sc: the scene (``T`` frames of ``H x W``).
+        noise: add Gaussian sensor noise of std ``sc.noise``, drawn from ``noise_rng``.
+        want_flow: also compute the flow (``T >= 2``).
+        noise_rng: the noise's random source (unused without ``noise``).
+    Returns:
+        ``frames`` ``(T, H, W, 3)`` uint8 RGB; ``flow`` ``(T-1, H, W, 2)`` float32 forward flow in pixels (x, y),
+        ``frames[t](p) ≈ frames[t+1](p + flow[t](p))``, or None without ``want_flow``; ``masks`` ``(T, H, W)`` bool,
+        the pixels of figure parts (:attr:`Part.figure`).
+    """
     T, H, W = sc.T, sc.H, sc.W
     cx, cy = (W - 1) / 2, (H - 1) / 2
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -414,7 +467,7 @@ def render_clip(spec: ClipSpec, noise: bool = True, return_mask: bool = False):
     """
     if spec.n_frames < 2:
         raise ValueError(f"{spec.name}: a clip needs at least 2 frames, got {spec.n_frames}")
-    sc = _build_scene(spec)
+    sc = build_scene(spec)
     nrng = clip_rng(spec.seed, spec.dataset, spec.cls, spec.index[0], spec.index[1], "noise")
-    frames, flow, masks = _render_scene(sc, noise, True, nrng)
+    frames, flow, masks = render_scene(sc, noise, True, nrng)
     return (frames, flow, masks) if return_mask else (frames, flow)

@@ -3,39 +3,33 @@
 The paper's spatial net is pre-trained on ImageNet (ILSVRC-2012) and then fine-tuned on UCF-101, or only its last
 layer is retrained; both beat training from scratch (Table 1a). ImageNet is *generic objects and scenes*, its
 labels are not the target actions, and it holds no motion. :func:`make_stills` models that for the lab: single
-images (no temporal information) of objects and scenes drawn with the lab renderer's own primitives
-(:mod:`twostream_lib.lab.render`: textured backgrounds, water and court floors, balls, a chair, a bar), with random backgrounds, colours, positions and scales, framed on the object (objects are larger than
-in the lab videos, as ImageNet photos are framed on their object). Its labels (:data:`STILLS_CLASSES`) are
+images (no temporal information) of objects and scenes drawn with the lab renderer's own public primitives
+(:mod:`twostream_lib.lab.render`: textured backgrounds, water and court floors, balls, a chair, a bar), with random
+backgrounds, colours, positions and scales, framed on the object (objects are larger than in the lab videos, as
+ImageNet photos are framed on their object). Its labels (:data:`STILLS_CLASSES`) are
 object/scene names, none of them an action class of lab-ucf or lab-hmdb. There are no human figures: labels of
 figures in poses (arms up, seated, ...) would name the very postures that define the lab's action classes, handing
 the spatial net part of the answer, and ImageNet has no such labels either.
 
-Pre-training is one ordinary run (``configs/lab_pretrain.yaml``) trained on :func:`stills_run_data`; its
-``best.pt`` starts a lab spatial run with ``init_from=`` (``finetune=all``: fine-tuning; ``finetune=last``: the
-last layer only). In a chapter::
-
-    pre = pretrain_run(ch)                       # trained once, reused while its settings are the same
-    cfg = ch.config("lab_spatial", None, [f"init_from={pre}", "finetune=all"], name="spatial_pretrained_ft")
-
-or from the command line: ``python -m twostream_lib pretrain configs/lab_pretrain.yaml [key=value ...]``.
+This module is the data only (it sits below the trainer: it does not import :mod:`twostream_lib.train`).
+Pre-training is training: one ordinary run (``configs/lab_pretrain.yaml``) trained on :func:`stills_run_data` by
+:mod:`twostream_lib.pretrain` (:func:`~twostream_lib.pretrain.pretrain`,
+:func:`~twostream_lib.pretrain.pretrain_run`; ``python -m twostream_lib pretrain``), whose ``best.pt`` starts a lab
+spatial run with ``init_from=`` (``finetune=all``: fine-tuning; ``finetune=last``: the last layer only).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..config import CONFIG_DIR, TrainConfig, load_config
+from ..config import ConfigError, TrainConfig
 from ..data import RunData, VideoCache, holdout, make_dataset
-from ..errors import ArgumentParser, run_cli
-from ..train import finished_run, train
 from .motions import PI, rand_color
-from .render import _STYLE, _background, _Part, _render_scene, _Scene, _tileable_noise
+from .render import STYLE, Part, Scene, background, render_scene, tileable_noise
 from .specs import SCALES
 
-__all__ = ["STILLS_CLASSES", "STILLS_PER_CLASS", "STILLS_SEED", "make_stills", "StillsCache",
-           "stills_run_data", "pretrain", "pretrain_run", "main"]
+__all__ = ["STILLS_CLASSES", "STILLS_PER_CLASS", "STILLS_SEED", "make_stills", "StillsCache", "stills_run_data"]
 
 #: object and scene classes (ImageNet's role: generic labels, unrelated to the target actions)
 STILLS_CLASSES: tuple[str, ...] = ("ball", "three balls", "water", "court floor", "chair", "bar")
@@ -46,13 +40,14 @@ _WALLS = ("noise", "blobs", "stripes", "tiles", "wallpaper", "bricks", "noise_mu
 
 
 # ---------------------------------------------------------------------------------------------- drawing
-def _part(x, y, a, L, r, color, rng, shape="capsule", contrast=0.4, figure=False) -> _Part:
-    return _Part(x=np.array([float(x)]), y=np.array([float(y)]), a=np.array([float(a)]), L=float(L),
+def _part(x, y, a, L, r, color, rng, shape="capsule", contrast=0.4, figure=False) -> Part:
+    """A one-frame :class:`~twostream_lib.lab.render.Part` at ``(x, y)`` pixels, direction ``a``."""
+    return Part(x=np.array([float(x)]), y=np.array([float(y)]), a=np.array([float(a)]), L=float(L),
                  r=float(max(r, 0.8)), color=np.asarray(color, np.float32), shape=shape,
                  tex=(float(rng.uniform(0, 64)), float(rng.uniform(0, 64))), contrast=contrast, figure=figure)
 
 
-def _chair(rng, x0, ground, h, sg, seat: float = 0.45) -> list[_Part]:
+def _chair(rng, x0, ground, h, sg, seat: float = 0.45) -> list[Part]:
     """The sit-down chair of :mod:`~twostream_lib.lab.motions` (back at ``x0``, facing ``sg``; seat ``seat``
     figure units high), ``h`` pixels per figure unit."""
     wood = rand_color(rng, (0.05, 0.12), (0.4, 0.8), (0.35, 0.7))
@@ -65,18 +60,18 @@ def _chair(rng, x0, ground, h, sg, seat: float = 0.45) -> list[_Part]:
 
 def _still(rng, cls: str, H: int, W: int) -> np.ndarray:
     """One (H, W, 3) uint8 image of class ``cls``."""
-    style = _STYLE["lab-ucf" if rng.random() < 0.5 else "lab-hmdb"]
+    style = STYLE["lab-ucf" if rng.random() < 0.5 else "lab-hmdb"]
     unit = W / 128.0
     wall = "water" if cls == "water" and rng.random() < 0.5 else str(rng.choice(_WALLS))
-    bg = _background(rng, wall, H, W, unit, style)
+    bg = background(rng, wall, H, W, unit, style)
     floor = {"water": "water", "court floor": "court"}.get(cls, "noise")
     lo, hi = (0.15, 0.55) if cls in ("water", "court floor") else (0.55, 0.95)
     horizon = int(H * rng.uniform(lo, hi))
     if cls in ("water", "court floor") or rng.random() < 0.6:
-        bg[horizon:] = _background(rng, floor, H, W, unit, style)[horizon:]
+        bg[horizon:] = background(rng, floor, H, W, unit, style)[horizon:]
     ground = H * rng.uniform(0.85, 0.97)
     cx, cy = W / 2 + rng.uniform(-0.12, 0.12) * W, H / 2 + rng.uniform(-0.12, 0.12) * H
-    parts: list[_Part] = []
+    parts: list[Part] = []
     if cls == "ball":
         hue = (0.04, 0.09) if rng.random() < 0.5 else (0, 1)
         col = rand_color(rng, hue, (0.6, 0.95), (0.7, 1.0))
@@ -102,11 +97,11 @@ def _still(rng, cls: str, H: int, W: int) -> np.ndarray:
         parts += [_part(cx - 0.45 * h, by, PI / 2, 0.9 * h, 0.022 * h, metal, rng, contrast=0.35),
                   _part(cx - 0.45 * h, by, 0.0, ground - by, 0.025 * h, metal, rng, contrast=0.35),
                   _part(cx + 0.45 * h, by, 0.0, ground - by, 0.025 * h, metal, rng, contrast=0.35)]
-    atlas = _tileable_noise(rng, 64, sigma=max(rng.uniform(1.2, 2.2) * unit, 1.1))
+    atlas = tileable_noise(rng, 64, sigma=max(rng.uniform(1.2, 2.2) * unit, 1.1))
     noise = rng.uniform(*style["noise"])
-    sc = _Scene(1, H, W, parts, np.ones(1), np.full(1, (W - 1) / 2), np.full(1, (H - 1) / 2), bg, (0.0, 0.0),
+    sc = Scene(1, H, W, parts, np.ones(1), np.full(1, (W - 1) / 2), np.full(1, (H - 1) / 2), bg, (0.0, 0.0),
                 atlas.astype(np.float32), noise)
-    frames, _, _ = _render_scene(sc, True, False, rng)
+    frames, _, _ = render_scene(sc, True, False, rng)
     return frames[0]
 
 
@@ -175,7 +170,7 @@ def stills_run_data(cfg: TrainConfig, n_per_class: int = STILLS_PER_CLASS, seed:
     selection, and the spatial stream's own datasets over them (``cfg.crop_size`` crops, flips, RGB jitter,
     ImageNet normalisation)."""
     if cfg.stream != "spatial":
-        raise ValueError("stills_run_data: the stills pre-train the spatial stream (stream: spatial)")
+        raise ConfigError(f"{cfg.name}: pre-training on the stills needs stream: spatial (got stream: {cfg.stream})")
     size = size or _stills_size(cfg)
     images, labels = make_stills(n_per_class, size, seed)
     cache = StillsCache(images)
@@ -184,47 +179,3 @@ def stills_run_data(cfg: TrainConfig, n_per_class: int = STILLS_PER_CLASS, seed:
     train_set = make_dataset(cfg, cache, tr, "train")
     val_sets = [make_dataset(cfg, cache, val, "test", frames=cfg.val_frames, crops=cfg.val_crops)] if val else []
     return RunData(train_set, list(train_set.labels), val_sets, [list(STILLS_CLASSES)])
-
-
-# ---------------------------------------------------------------------------------------------- the run
-def _finished(cfg: TrainConfig) -> bool:
-    """Whether ``cfg.out_dir`` holds this very run, finished (then it is reused without regenerating data)."""
-    ckpt = finished_run(cfg)
-    return ckpt is not None and ckpt.get("classes") == [list(STILLS_CLASSES)]
-
-
-def pretrain(cfg: TrainConfig, progress: bool = True, n_per_class: int = STILLS_PER_CLASS) -> str:
-    """Pre-train the spatial net on the stills (``configs/lab_pretrain.yaml``) into ``cfg.out_dir``; returns
-    the path of its ``best.pt``. With ``resume`` (as :func:`~twostream_lib.config.run_config` sets) a finished
-    run with the same settings is reused as it is."""
-    if _finished(cfg):
-        return str(Path(cfg.out_dir) / "best.pt")
-    return train(cfg, progress=progress, data=stills_run_data(cfg, n_per_class))["best_checkpoint"]
-
-
-def pretrain_run(ch, overrides=(), name: str = "stills_pretrain", progress: bool = True) -> str:
-    """A chapter's pre-trained spatial net (:class:`~twostream_lib.book.Chapter` ``ch``: its scale, profile,
-    seed and device; folder ``runs_dir/<scale>/<name>``), trained once: the ``init_from=`` of Table 1a's
-    pre-trained rows."""
-    return pretrain(ch.config("lab_pretrain", None, list(overrides), name=name), progress=progress)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m twostream_lib pretrain [CONFIG.yaml] [key=value ...]``."""
-    p = ArgumentParser(prog="python -m twostream_lib pretrain",
-                       description="Pre-train the lab spatial net on the procedural stills (the lab's ImageNet, "
-                                   "Table 1a); a finished run with the same settings is reused.")
-    p.add_argument("config", nargs="?", default=str(CONFIG_DIR / "lab_pretrain.yaml"),
-                   help="YAML config (default: configs/lab_pretrain.yaml)")
-    p.add_argument("overrides", nargs="*", help="key=value settings that replace the file's")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_intermixed_args(argv)
-    if "=" in a.config:
-        a.overrides, a.config = [a.config, *a.overrides], str(CONFIG_DIR / "lab_pretrain.yaml")
-    cfg = load_config(a.config, a.overrides + ["resume=true"])
-    print(f"done: pre-trained net {pretrain(cfg, progress=not a.no_progress)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ArgumentParser, UserError
-from ..files import atomic_write_text
+from ..errors import MAX_WORKERS, ArgumentParser, IntRange, OptionError, UserError
+from ..files import atomic_write_text, writable_folder
 from ..flow import FLOW_METHODS, gt_flow_path
 from ..prepare import CacheError, prepare
 from ..video import write_video
@@ -223,12 +223,32 @@ def lab_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data", help="data folder (default: data)")
     ap.add_argument("--scale", default="small", choices=["tiny", "small", "full"])
     ap.add_argument("--flow", default="dis", choices=FLOW_METHODS)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=IntRange(1, MAX_WORKERS), default=2)
+    ap.add_argument("--seed", type=IntRange(0), default=0, help="any integer >= 0 (default: 0)")
     a = ap.parse_args(argv)
+    writable_folder(a.data, "--data", "data folder")
+    _check_lab_root(Path(a.data) / "lab" / a.scale, a.seed)
     t0 = time.perf_counter()
     paths = prepare_lab(a.data, a.scale, flow=a.flow, workers=a.workers, seed=a.seed, progress=True)
     for ds, p in paths.items():
         print(f"{ds}: {p['root']} -> {p['cache']}")
     print(f"lab {a.scale}: ready in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _check_lab_root(root: Path, seed: int) -> None:
+    """``lab``'s checks of an existing lab root before any work: its ``lab_info.json`` readable, made with this
+    ``--seed`` (a root is never mixed, :func:`make_lab_datasets`)."""
+    info_path = root / "lab_info.json"
+    if not info_path.exists():
+        return
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OptionError(f"--data: {info_path} can't be read ({e}); delete {root} and run `lab` again") from None
+    if not isinstance(info, dict):
+        raise OptionError(f"--data: {info_path} holds {type(info).__name__}, not a JSON object; delete {root} and "
+                          f"run `lab` again")
+    if info.get("seed") != seed:
+        raise OptionError(f"--seed {seed}: {root} was made with seed {info.get('seed')!r}; a lab root is never "
+                          f"mixed: give --seed {info.get('seed')!r}, or another --data folder")
