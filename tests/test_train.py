@@ -723,6 +723,8 @@ def test_chapter_plan_before_training(tmp_path, capsys):
     lab = Chapter.__new__(Chapter)  # the cpu profile on the lab: no plan (minutes per run)
     lab.__dict__.update(real.__dict__, data="lab")
     assert lab.plan([new]) == [] and lab.plan([new], force=True)
+    with pytest.raises(PlanOnly):  # PLAN_ONLY stops the cpu profile's lab chapters too, after printing
+        lab.plan([new], stop=True)
 
 
 def test_pretrained_spatial_config_for_lab_and_real_data(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ and a **profile**; its set-up cell makes a :class:`Chapter` from them::
     ch.plan([cfg], stop=PLAN_ONLY)                              # what training costs here (real data, gpu profile)
     scores = ch.scores(train(cfg)["best_checkpoint"])          # 25 x 10 test scores, cached
 
-Device and profile, one rule (:data:`DEVICE_RULE`; every chapter's set-up cell prints what it resolved to):
+Device and profile, one rule (every chapter's set-up cell prints what it resolved to; the intro states it too):
 
 * ``DEVICE`` says where runs train and evaluate: ``"auto"`` (every chapter's default) is CUDA when this machine
   has it, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` name one. The profile never changes it.
@@ -52,11 +52,7 @@ from .runtime import resolve_device
 from .splits import load_split
 from .train import changed_settings, finished_run, measure_step
 
-__all__ = ["Profile", "PROFILES", "DEVICE_RULE", "Chapter", "PlanOnly"]
-
-#: the rule that joins DEVICE and PROFILE, as the set-up cells print it
-DEVICE_RULE = ("DEVICE 'auto' = CUDA when present, else the CPU; PROFILE sizes the lab experiments only "
-               "(gpu: lab full scale, the paper's net) and never changes the device")
+__all__ = ["Profile", "PROFILES", "Chapter", "PlanOnly"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +117,7 @@ def _scaled(start: TrainConfig, factor: float) -> list[str]:
 class Chapter:
     """A chapter's settings and the paths and runs that follow from them (see the module docstring).
 
-    Making one resolves ``device`` (``"auto"``: CUDA when present, else the CPU; :data:`DEVICE_RULE`) and prints
+    Making one resolves ``device`` (``"auto"``: CUDA when present, else the CPU; the module's rule) and prints
     the chapter's settings (``verbose``), seeds Python, NumPy and torch with ``seed``, and, for the lab, generates
     the lab datasets of the profile's scale and their caches if they are missing (seconds otherwise)."""
 
@@ -233,22 +229,23 @@ class Chapter:
 
     def plan(self, runs, stop: bool = False, force: bool = False) -> list[dict]:
         """Print, before any of it starts, what training ``runs`` (configs) costs here: each run's folder, its
-        iterations, whether a finished run is reused or a started one resumed, and its expected time on this
-        device (and the command line that trains the same run) from a short measured timing (:func:`twostream_lib.train.measure_step`: a few SGD steps on random
-        inputs of the run's shape; data loading and testing come on top), with the total. Printed on the real
-        datasets and in the gpu profile (``force``: always); the cpu profile's lab runs take minutes.
+        iterations, whether a finished run is reused or a started one resumed, its expected time on this device
+        from a short measured timing (:func:`twostream_lib.train.measure_step`: a few SGD steps on random inputs
+        of the run's shape; data loading and testing come on top), the command line that trains the same run, and
+        the total. Printed on the real datasets and in the gpu profile, or when asked (``force``, ``stop``); the
+        cpu profile's lab runs take minutes.
 
         ``stop`` (a chapter's ``PLAN_ONLY`` parameter) raises :class:`PlanOnly` after printing, so the reader can
         look before hours start. Returns the rows."""
         runs = list(runs)
-        if self.lab and not self.full and not force:
+        if self.lab and not self.full and not (force or stop):
             return []
         rows, timed = [], {}
         for cfg in runs:
             done = _trained_steps(cfg)
             left = max(0, cfg.max_iters - done)
             key = (cfg.arch, cfg.width, cfg.crop_size, cfg.in_channels, cfg.batch_size, cfg.amp, cfg.channels_last,
-                   cfg.dropout, len(cfg.datasets))
+                   len(cfg.datasets))  # what a step's time depends on
             if left and key not in timed:
                 timed[key] = measure_step(cfg, _class_counts(cfg), self.device, batch=min(cfg.batch_size, 32))
             sec = timed.get(key, 0.0) * left

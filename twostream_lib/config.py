@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import MAX_WORKERS, UserError
 from .flow import STACK_MODES
 from .models import CNN_M_MIN_INPUT
 from .protocol import CROP_CHOICES
@@ -47,7 +47,7 @@ DATASET_NAMES = (*DATASETS, "lab-stills")
 MAX_INT = 2**63 - 1
 #: upper bounds of the settings whose larger values only exhaust memory or processes (documented in TrainConfig)
 MAX_CROP_SIZE, MAX_L, MAX_BATCH_SIZE, MAX_WIDTH, MAX_LR = 1024, 50, 65536, 4.0, 10.0
-MAX_VAL_FRAMES, MAX_VAL_BATCH_VIDEOS, MAX_WORKERS = 100, 1024, 256
+MAX_VAL_FRAMES, MAX_VAL_BATCH_VIDEOS = 100, 1024
 #: ckpt_every x batch_size: one data chunk's sample indices are drawn at once (data.BalancedSampler)
 MAX_CHUNK_SAMPLES = 10**7
 
@@ -124,7 +124,7 @@ class TrainConfig:
       (:class:`twostream_lib.data.VideoCache` ``memory_mb``; 0 = decode every read; >= 0, more than the cache
       holds = no limit). The same samples, fewer JPEG decodes; the lab configs hold their whole small cache.
     - device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
-    - workers: DataLoader worker processes, 0..256 (0 = samples built in the training process).
+    - workers: DataLoader worker processes, 0..1024 (0 = samples built in the training process).
     - seed: any integer in [0, 2**63). out_dir: the run's folder (not empty). resume: continue ``out_dir``'s run.
       tensorboard: also write TensorBoard scalars (``out_dir/tb``).
     """
