@@ -95,8 +95,9 @@ book-selftest: setup
 	$(PY) tools/scratch_book.py --dest $(SCRATCH)
 	$(PY) -m pytest book_tests/ --book-source $(SCRATCH) -q -p no:cacheprovider
 
+# unit-test: two pytest workers (pytest-xdist): the tests are independent, and many wait on subprocesses.
 unit-test: setup
-	$(PY) -m pytest tests/ -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests/ -q -n 2 $(PYTEST_ARGS)
 
 # Runs in this order and stops at the first failure.
 test: unit-test test-real-branch test-gpu-profile notebook-test browser-check

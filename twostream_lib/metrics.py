@@ -14,6 +14,7 @@ from scipy.stats import binomtest
 __all__ = [
     "binomial_se",
     "paired_se",
+    "compared",
     "sign_test",
     "softmax",
     "pair_accuracy",
@@ -111,6 +112,17 @@ def binomial_se(p: float, n: int) -> float:
     if n < 1:
         raise ValueError(f"binomial_se: need n >= 1 videos, got {n}")
     return math.sqrt(max(p * (1.0 - p), 0.0) / n)
+
+
+def compared(diff: float, se: float, k: float = 2.0) -> str:
+    """How a paired difference ``diff`` (first minus second, with standard error ``se``) reads in the sentence
+    "the first is ... the second": ``"ahead of"`` beyond ``k`` standard errors, ``"behind"`` below ``-k``, else
+    ``"within two standard errors of"`` (``k`` written out). The book glues it, so its prose follows its runs."""
+    if diff > k * se:
+        return "ahead of"
+    if diff < -k * se:
+        return "behind"
+    return f"within {'two' if k == 2 else k} standard errors of"
 
 
 def paired_se(correct_a, correct_b) -> float:

@@ -18,14 +18,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
 from . import viz
 from .files import atomic_write_json
 
 __all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times", "load_seeds", "holds_in",
-           "seed_table"]
+           "seed_table", "Verdict", "verdict", "bar_of", "figure"]
 
 
 @dataclass
@@ -101,11 +106,12 @@ def load_times(folder: str | os.PathLike = "scorecard", profile: str = "cpu") ->
 
 def table(claims: list[Claim]):
     """The claims as the book shows them (a :func:`twostream_lib.viz.table`): paper beside lab (percent), the lab's
-    standard error, ✔ / ✘."""
+    standard error, ✔ / ✘ (the claim's own test), and :func:`verdict`'s label (direction, and beyond 2 s.e.)."""
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     rows = [[c.claim, c.chapter, pct(c.paper), pct(c.lab), "–" if c.se is None else f"{100 * c.se:.1f}",
-             "✔" if c.holds else "✘"] for c in claims]
-    return viz.table(["claim", "chapter", "paper (%)", "lab (%)", "lab s.e. (points)", "reproduced"], rows)
+             "✔" if c.holds else "✘", verdict(c).label] for c in claims]
+    return viz.table(["claim", "chapter", "paper (%)", "lab (%)", "lab s.e. (points)", "reproduced",
+                      "lab against the paper (or the bar)"], rows)
 
 
 def load_seeds(folder: str | os.PathLike = "scorecard") -> dict[int, list[Claim]]:
@@ -139,3 +145,136 @@ def seed_table(claims: list[Claim], seeds: dict[int, list[Claim]]):
              "{} of {}".format(*counts[c.id])] for c in claims]
     return viz.table(["claim", "paper (%)", *[f"lab, seed {k} (%)" + (" (the book's)" if k == 0 else "")
                                               for k in runs], "holds in"], rows)
+
+
+# ---------------------------------------------------------------- at a glance: direction and size of each effect
+_BAR = re.compile(r"(>=|<=|≥|≤)\s*([+-]?\d+(?:\.\d+)?)\s*%")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one lab number reads against the paper, in two separate questions.
+
+    ``kind``: ``"difference"`` (a "vs" claim: the paper reports an effect) or ``"absolute"`` (an accuracy against a
+    bar stated in the claim's text). ``same_direction``: the lab effect has the paper's sign (a difference), or the
+    lab number is on the bar's side (an absolute claim). ``beyond``: it is more than ``k`` standard errors from zero
+    (a difference) or from the bar (an absolute claim); ``None`` when there is no standard error (or no bar).
+    ``label``: both answers in words."""
+
+    kind: str
+    same_direction: bool | None
+    beyond: bool | None
+    label: str
+
+
+def bar_of(c: Claim) -> tuple[str, float] | None:
+    """The bar an absolute claim states in its text, e.g. ``("<=", 0.65)`` for "... (... <= 65%)"; ``None``."""
+    m = _BAR.search(c.claim)
+    if m is None:
+        return None
+    op = {"≥": ">=", "≤": "<="}.get(m.group(1), m.group(1))
+    return op, float(m.group(2)) / 100
+
+
+def verdict(c: Claim, k: float = 2.0) -> Verdict:
+    """Classify one claim: direction against the paper (or its bar), and whether the lab is beyond ``k`` s.e."""
+    within = f"within {k:g} s.e."
+    if c.paper is not None:  # an effect the paper reports: a difference between two settings
+        same = (c.lab > 0) == (c.paper > 0) and c.lab != 0
+        beyond = None if c.se is None else bool(abs(c.lab) > k * c.se)
+        word = "same direction as the paper" if same else "opposite direction to the paper"
+        size = "" if beyond is None else (f", beyond {k:g} s.e." if beyond else f", {within} of zero")
+        return Verdict("difference", bool(same), beyond, word + size)
+    bar = bar_of(c)
+    if bar is None:
+        return Verdict("absolute", None, None, "no bar stated")
+    op, b = bar
+    same = c.lab >= b if op == ">=" else c.lab <= b
+    beyond = None if c.se is None else bool(abs(c.lab - b) > k * c.se)
+    word = "on the bar's side" if same else "misses the bar"
+    size = "" if beyond is None else (f", beyond {k:g} s.e." if beyond else f", {within} of the bar")
+    return Verdict("absolute", bool(same), beyond, word + size)
+
+
+_COLOURS = {(True, True): "#1a7f37", (True, False): "#8fc98f", (True, None): "#8fc98f",
+            (False, True): "#cf222e", (False, False): "#f2a19b", (False, None): "#f2a19b"}
+
+
+def _colour(v: Verdict) -> str:
+    return "0.5" if v.same_direction is None else _COLOURS[v.same_direction, v.beyond]
+
+
+def figure(claims: list[Claim], seeds: dict[int, list[Claim]] | None = None, k: float = 2.0, width: float = 12.0):
+    """Every claim at a glance, in points: one row per claim, the lab's value with its ±``k`` s.e. interval
+    (coloured by :func:`verdict`: dark green same direction and beyond ``k`` s.e., light green same direction but
+    within, light/dark red the opposite), each other seed's value (open circles, :func:`load_seeds`), a tick at
+    ``k`` s.e. on the paper's side (the distance the lab must pass), and the paper's effect (grey diamond).
+
+    Differences (claims with a paper number) go in the left panel, around zero; absolute claims (an accuracy
+    against a bar stated in the claim) in the right panel, with their bar (black bar, the side that holds shaded).
+    Returns the matplotlib figure."""
+    seeds = seeds or {}
+    others = [{c.id: c for c in v} for v in seeds.values()]
+    groups = [[c for c in claims if c.paper is not None], [c for c in claims if c.paper is None]]
+    groups = [g for g in groups if g]
+    if not groups:
+        raise ValueError("scorecard.figure: no claims")
+    n = sum(len(g) for g in groups)
+    height = 0.5 * n + 1.0 * len(groups) + 1.0
+    fig, axes = plt.subplots(len(groups), 1, figsize=(width, height), squeeze=False,
+                             gridspec_kw={"height_ratios": [len(g) + 0.6 for g in groups]})
+    for ax, group in zip(axes[:, 0], groups):
+        diff = group[0].paper is not None
+        y = list(range(len(group)))[::-1]
+        for yi, c in zip(y, group):
+            v = verdict(c, k)
+            col = _colour(v)
+            lab = 100 * c.lab
+            if c.se is not None:
+                ax.errorbar(lab, yi, xerr=100 * k * c.se, fmt="o", ms=8, color=col, ecolor=col, elinewidth=3,
+                            capsize=4, zorder=3)
+            else:
+                ax.plot(lab, yi, "o", ms=8, color=col, zorder=3)
+            for o in others:
+                if c.id in o:
+                    ax.plot(100 * o[c.id].lab, yi + 0.22, "o", ms=5, mfc="none", mec="0.25", zorder=4)
+            if diff:
+                ax.plot(100 * c.paper, yi - 0.22, "D", ms=6, color="0.55", zorder=4)
+                if c.se is not None:
+                    side = 1 if c.paper > 0 else -1
+                    ax.plot([side * 100 * k * c.se] * 2, [yi - 0.3, yi + 0.3], color="0.2", lw=1.2, zorder=2)
+            else:
+                bar = bar_of(c)
+                if bar is not None:
+                    op, b = bar
+                    ax.plot([100 * b] * 2, [yi - 0.38, yi + 0.38], color="k", lw=2.2, zorder=2)
+                    ax.fill_betweenx([yi - 0.38, yi + 0.38], 100 * b, 100 if op == ">=" else 0, color="0.9",
+                                     zorder=1)
+            ax.text(1.01, yi, v.label.replace(", ", ",\n"), transform=ax.get_yaxis_transform(), va="center",
+                    fontsize=7.5, color="0.15")
+        ax.set_yticks(y, [textwrap.fill(c.claim, 60) for c in group], fontsize=7.5)
+        ax.set_ylim(-0.7, len(group) - 0.3)
+        if diff:
+            ax.axvline(0, color="k", lw=0.8)
+            ax.set_xlabel(f"difference between the two settings (points), lab ± {k:g} s.e.")
+            ax.set_title("Differences: the lab's effect beside the paper's", fontsize=10)
+        else:
+            ax.set_xlim(0, 100)
+            ax.set_xlabel(f"accuracy (%), lab ± {k:g} s.e.")
+            ax.set_title("Accuracies against the claim's bar", fontsize=10)
+        ax.grid(axis="x", color="0.92", zorder=0)
+    handles = [Line2D([], [], marker="o", ls="", ms=8, color=_COLOURS[True, True],
+                      label=f"lab (book's run): same direction, beyond {k:g} s.e."),
+               Line2D([], [], marker="o", ls="", ms=8, color=_COLOURS[True, False],
+                      label=f"same direction, within {k:g} s.e."),
+               Line2D([], [], marker="o", ls="", ms=8, color=_COLOURS[False, True], label="opposite direction"),
+               Line2D([], [], marker="D", ls="", ms=6, color="0.55", label="paper"),
+               Line2D([], [], marker="|", ls="", ms=10, mew=1.2, color="0.2", label=f"{k:g} s.e. from zero"),
+               Line2D([], [], color="k", lw=2.2, label="the claim's bar")]
+    if others:
+        handles.insert(3, Line2D([], [], marker="o", ls="", ms=5, mfc="none", mec="0.25",
+                                 label=f"other seeds ({', '.join(str(s) for s in seeds)})"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7.5, frameon=False)
+    fig.subplots_adjust(left=0.36, right=0.8, top=1 - 0.45 / height, bottom=1.25 / height,
+                        hspace=1.1 / (height / len(groups)))
+    return fig

@@ -8,9 +8,11 @@ import io
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 __all__ = ["Table", "table", "show_jpeg", "frame_strip", "show_strip", "show_flow", "show_stack", "show_confusion",
-           "show_curves", "animate", "bar_compare", "two_stream_diagram"]
+           "show_curves", "animate", "bar_compare", "two_stream_diagram", "filter_change", "show_rgb_filters",
+           "show_flow_filters", "multitask_diagram"]
 
 
 class Table(pd.DataFrame):
@@ -34,9 +36,17 @@ class Table(pd.DataFrame):
 
 def table(header, rows, index: bool = True) -> Table:
     """A table for the book: a :class:`Table` (a DataFrame) of ``rows`` under ``header``. With ``index`` the first
-    column labels the rows."""
+    column labels the rows.
+
+    The first header names the index as the *columns'* name, not the index's: pandas draws an index name as a
+    second header row, empty but for that name, while the columns' name sits in the one header row, above the row
+    labels."""
     df = Table([list(r) for r in rows], columns=[str(h) for h in header])
-    return df.set_index(df.columns[0]) if index else df
+    if not index:
+        return df
+    df = df.set_index(df.columns[0])
+    df.columns.name, df.index.name = df.index.name, None
+    return df
 
 
 def show_jpeg(fig, quality: int = 85):
@@ -111,6 +121,62 @@ def show_stack(stack: np.ndarray, title: str | None = None, vmax: float | None =
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def filter_change(weight: np.ndarray) -> np.ndarray:
+    """How much each first-layer filter of a temporal net changes over its stack of fields: ``(F,)`` in [0, 2].
+
+    ``weight`` is conv1's ``(F, 2L, k, k)``, channels ``x1, y1, ..., xL, yL``. The value is the energy of the
+    differences between consecutive fields' kernels (x and y alike) over the filter's energy: near 0 for a filter
+    that applies the same pattern to every field (it sees motion *in space*: spatial derivatives of the flow), large
+    for one whose kernel changes from field to field (a *temporal* derivative: a change of motion)."""
+    w = np.asarray(weight, dtype=np.float64)
+    f, c = w.shape[:2]
+    fields = w.reshape(f, c // 2, 2, -1)  # (F, L, 2, k*k)
+    diff = np.diff(fields, axis=1)
+    return (diff ** 2).sum(axis=(1, 2, 3)) / np.maximum((fields ** 2).sum(axis=(1, 2, 3)), 1e-12)
+
+
+def show_rgb_filters(weight: np.ndarray, title: str = "", ax=None):
+    """The first-layer filters of a spatial net, ``(F, 3, k, k)``, as small RGB images in one row (each filter
+    scaled to its own range)."""
+    w = np.asarray(weight, dtype=np.float64)
+    f, _, k, _ = w.shape
+    tiles = np.ones((k + 2, f * (k + 2), 3))
+    for j in range(f):
+        t = w[j].transpose(1, 2, 0)
+        t = (t - t.min()) / max(t.max() - t.min(), 1e-12)
+        tiles[1:k + 1, j * (k + 2) + 1:j * (k + 2) + k + 1] = t
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(16, 0.35 * f + 1), 1.0))
+    ax.imshow(tiles, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def show_flow_filters(weight: np.ndarray, order: np.ndarray | None = None, title: str = "", ax=None):
+    """The first-layer filters of a temporal net as the paper's Figure 2 draws them: a column per filter, a row per
+    input channel (``x1 ... xL`` above, ``y1 ... yL`` below), each filter on its own symmetric colour scale (red
+    positive, blue negative). ``order`` sorts the columns (e.g. by :func:`filter_change`)."""
+    w = np.asarray(weight, dtype=np.float64)
+    f, c, k, _ = w.shape
+    L = c // 2
+    rows = list(range(0, c, 2)) + list(range(1, c, 2))  # x channels, then y channels
+    grid = np.full((c * (k + 1) + 1, f * (k + 1) + 1), np.nan)
+    for col, j in enumerate(range(f) if order is None else order):
+        v = np.abs(w[j]).max() or 1.0
+        for r, ch in enumerate(rows):
+            grid[r * (k + 1) + 1:r * (k + 1) + 1 + k, col * (k + 1) + 1:col * (k + 1) + 1 + k] = w[j, ch] / v
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(16, 0.45 * f + 1.5), 0.23 * c + 1.2))
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(r + 0.5) * (k + 1) for r in (0, L)], [f"x1 … x{L}", f"y1 … y{L}"], fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return ax
 
 
 def show_confusion(cm: np.ndarray, classes: list[str], title: str = "", ax=None, normalize: bool = True):
@@ -238,4 +304,44 @@ def two_stream_diagram(frame: np.ndarray, flows: np.ndarray, classes: int = 101)
     ax.add_patch(FancyBboxPatch((9.6, 1.45), 2.1, 1.2, boxstyle="round,pad=0.05", fc="#9bd39b", ec="0.2", lw=0.8))
     ax.text(10.65, 2.05, "class score\nfusion\n(average or SVM)", ha="center", va="center", fontsize=9)
     ax.text(6.05, 2.2, f"each: CNN-M-2048, {classes}-way softmax", ha="center", fontsize=8, color="0.35")
+    return fig
+
+
+def multitask_diagram(heads: list[tuple[str, int]], L: int = 10):
+    """Multitask learning (§4), drawn: one temporal-stream trunk (conv1 ... full7) shared by every dataset, one
+    softmax head per dataset, each head's cross-entropy taken on its own dataset's samples, the losses summed.
+
+    Args:
+        heads: ``(dataset, number of classes)`` per head, in head order (head 0 first).
+        L: the stacked flow fields of the input (``2L`` channels).
+    """
+    height = 0.7 + 1.1 * len(heads)
+    tops = [height - 0.85 - 1.1 * k for k in range(len(heads))]  # each head's box
+    fig = plt.figure(figsize=(11, height - tops[-1] + 0.45))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, 11)
+    ax.set_ylim(tops[-1] - 0.45, height)
+    ax.set_axis_off()
+    mid = float(np.mean(tops)) + 0.35
+
+    def box(x, y, w, h, text, fc):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.03", fc=fc, ec="0.2", lw=0.8))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=8.5)
+
+    def arrow(x0, y0, x1, y1):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, lw=1.1, color="0.3"))
+
+    box(0.2, mid - 0.45, 1.5, 0.9, f"flow stack\n{2 * L} channels\n(any dataset)", "#dde7fb")
+    arrow(1.75, mid, 2.05, mid)
+    for i, lay in enumerate(["conv1", "conv2", "conv3", "conv4", "conv5", "full6", "full7"]):
+        box(2.1 + 0.62 * i, mid - 0.5, 0.5, 1.0, lay, "#4c8bf5" if i < 5 else "#7fa8f7")
+    ax.text(2.1 + 0.62 * 3.25, mid + 0.7, "one trunk, shared by every dataset", ha="center", fontsize=9.5,
+            weight="bold")
+    for k, (name, n) in enumerate(heads):
+        y = tops[k]
+        arrow(6.45, mid, 6.95, y + 0.35)
+        box(7.0, y, 1.7, 0.7, f"head {k}: softmax\n{n} {name} classes", "#f4d35e")
+        arrow(8.75, y + 0.35, 9.05, y + 0.35)
+        box(9.1, y, 1.7, 0.7, f"cross-entropy on\n{name} samples only", "#f7e7a6")
+    ax.text(9.95, tops[-1] - 0.3, "the losses are summed", ha="center", fontsize=9, style="italic")
     return fig
