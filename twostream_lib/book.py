@@ -27,7 +27,10 @@ Device and profile, one rule (every chapter's set-up cell prints what it resolve
   ``SCALE`` (``None``: the profile's) names another lab scale for either profile, e.g. ``tiny`` for a rehearsal.
 
 On the real datasets (``DATA != "lab"``) the chapters use the paper-scale configs (``configs/ucf101_*``, ...)
-whatever the profile; ``overrides`` (``OVERRIDES``) apply to every run of the chapter, e.g. a shorter schedule.
+whatever the profile; ``overrides`` (``OVERRIDES``) apply to every run of the chapter, e.g. a shorter schedule. The
+rows a chapter keeps for a GPU (Table 1a's dropout 0.9 rows, Table 1b's finer rows, Table 2's row 3) run on real
+data too when ``PROFILE = "gpu"``, each on the paper's full schedule: with the cpu profile a real-data chapter
+trains only the rows it trains on a CPU, and its plan lists every run before anything trains.
 """
 from __future__ import annotations
 
