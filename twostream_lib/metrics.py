@@ -14,6 +14,7 @@ from scipy.stats import binomtest
 __all__ = [
     "binomial_se",
     "paired_se",
+    "beats",
     "compared",
     "sign_test",
     "softmax",
@@ -114,13 +115,19 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1.0 - p), 0.0) / n)
 
 
+def beats(diff: float, se: float, k: float = 2.0) -> bool:
+    """The book's one rule for a comparison: a difference ``diff`` counts as shown when it is positive by more
+    than ``k`` standard errors ``se``."""
+    return bool(diff > k * se)
+
+
 def compared(diff: float, se: float, k: float = 2.0) -> str:
     """How a paired difference ``diff`` (first minus second, with standard error ``se``) reads in the sentence
-    "the first is ... the second": ``"ahead of"`` beyond ``k`` standard errors, ``"behind"`` below ``-k``, else
+    "the first is ... the second" by :func:`beats`: ``"ahead of"``, ``"behind"`` (the second beats the first), else
     ``"within two standard errors of"`` (``k`` written out). The book glues it, so its prose follows its runs."""
-    if diff > k * se:
+    if beats(diff, se, k):
         return "ahead of"
-    if diff < -k * se:
+    if beats(-diff, se, k):
         return "behind"
     return f"within {'two' if k == 2 else k} standard errors of"
 

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 
 from . import viz
 from .files import atomic_write_json
+from .metrics import beats  # the rule each comparative claim's mark follows (re-exported: scorecard.beats)
 
 __all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times", "load_seeds", "holds_in",
            "seed_table", "Verdict", "verdict", "bar_of", "figure"]
@@ -51,11 +52,6 @@ class Claim:
             v = getattr(self, k)
             if v is not None and not math.isfinite(float(v)):
                 raise ValueError(f"scorecard {self.id}: {k} is not a finite number: {v}")
-
-
-def beats(diff: float, se: float, k: float = 2.0) -> bool:
-    """A difference ``diff`` counts as shown when it is positive by more than ``k`` standard errors ``se``."""
-    return bool(diff > k * se)
 
 
 def write(chapter: str, claims: list[Claim], folder: str | os.PathLike = "scorecard") -> Path:

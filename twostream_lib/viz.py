@@ -170,8 +170,7 @@ def show_flow_filters(weight: np.ndarray, order: np.ndarray | None = None, title
             grid[r * (k + 1) + 1:r * (k + 1) + 1 + k, col * (k + 1) + 1:col * (k + 1) + 1 + k] = w[j, ch] / v
     if ax is None:
         _, ax = plt.subplots(figsize=(min(16, 0.45 * f + 1.5), 0.23 * c + 1.2))
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
     ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([(r + 0.5) * (k + 1) for r in (0, L)], [f"x1 … x{L}", f"y1 … y{L}"], fontsize=8)
