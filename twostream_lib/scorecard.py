@@ -177,7 +177,7 @@ def verdict(c: Claim, k: float = 2.0) -> Verdict:
     within = f"within {k:g} s.e."
     if c.paper is not None:  # an effect the paper reports: a difference between two settings
         same = (c.lab > 0) == (c.paper > 0) and c.lab != 0
-        beyond = None if c.se is None else bool(abs(c.lab) > k * c.se)
+        beyond = None if c.se is None else beats(abs(c.lab), c.se, k)
         word = "same direction as the paper" if same else "opposite direction to the paper"
         size = "" if beyond is None else (f", beyond {k:g} s.e." if beyond else f", {within} of zero")
         return Verdict("difference", bool(same), beyond, word + size)
@@ -186,7 +186,7 @@ def verdict(c: Claim, k: float = 2.0) -> Verdict:
         return Verdict("absolute", None, None, "no bar stated")
     op, b = bar
     same = c.lab >= b if op == ">=" else c.lab <= b
-    beyond = None if c.se is None else bool(abs(c.lab - b) > k * c.se)
+    beyond = None if c.se is None else beats(abs(c.lab - b), c.se, k)
     word = "on the bar's side" if same else "misses the bar"
     size = "" if beyond is None else (f", beyond {k:g} s.e." if beyond else f", {within} of the bar")
     return Verdict("absolute", bool(same), beyond, word + size)
@@ -198,6 +198,32 @@ _COLOURS = {(True, True): "#1a7f37", (True, False): "#8fc98f", (True, None): "#8
 
 def _colour(v: Verdict) -> str:
     return "0.5" if v.same_direction is None else _COLOURS[v.same_direction, v.beyond]
+
+
+def _draw_claim(ax, yi: float, c: Claim, others: list[dict[str, Claim]], k: float) -> None:
+    """One row of :func:`figure`: the lab's value and interval, the other seeds, and the paper's effect (a
+    difference) or the claim's bar (an absolute claim), with :func:`verdict`'s label at the right."""
+    v = verdict(c, k)
+    col = _colour(v)
+    if c.se is not None:
+        ax.errorbar(100 * c.lab, yi, xerr=100 * k * c.se, fmt="o", ms=8, color=col, ecolor=col, elinewidth=3,
+                    capsize=4, zorder=3)
+    else:
+        ax.plot(100 * c.lab, yi, "o", ms=8, color=col, zorder=3)
+    for o in others:
+        if c.id in o:
+            ax.plot(100 * o[c.id].lab, yi + 0.22, "o", ms=5, mfc="none", mec="0.25", zorder=4)
+    if c.paper is not None:
+        ax.plot(100 * c.paper, yi - 0.22, "D", ms=6, color="0.55", zorder=4)
+        if c.se is not None:
+            side = 1 if c.paper > 0 else -1
+            ax.plot([side * 100 * k * c.se] * 2, [yi - 0.3, yi + 0.3], color="0.2", lw=1.2, zorder=2)
+    elif (bar := bar_of(c)) is not None:
+        op, b = bar
+        ax.plot([100 * b] * 2, [yi - 0.38, yi + 0.38], color="k", lw=2.2, zorder=2)
+        ax.fill_betweenx([yi - 0.38, yi + 0.38], 100 * b, 100 if op == ">=" else 0, color="0.9", zorder=1)
+    ax.text(1.01, yi, v.label.replace(", ", ",\n"), transform=ax.get_yaxis_transform(), va="center", fontsize=7.5,
+            color="0.15")
 
 
 def figure(claims: list[Claim], seeds: dict[int, list[Claim]] | None = None, k: float = 2.0, width: float = 12.0):
@@ -223,31 +249,7 @@ def figure(claims: list[Claim], seeds: dict[int, list[Claim]] | None = None, k: 
         diff = group[0].paper is not None
         y = list(range(len(group)))[::-1]
         for yi, c in zip(y, group):
-            v = verdict(c, k)
-            col = _colour(v)
-            lab = 100 * c.lab
-            if c.se is not None:
-                ax.errorbar(lab, yi, xerr=100 * k * c.se, fmt="o", ms=8, color=col, ecolor=col, elinewidth=3,
-                            capsize=4, zorder=3)
-            else:
-                ax.plot(lab, yi, "o", ms=8, color=col, zorder=3)
-            for o in others:
-                if c.id in o:
-                    ax.plot(100 * o[c.id].lab, yi + 0.22, "o", ms=5, mfc="none", mec="0.25", zorder=4)
-            if diff:
-                ax.plot(100 * c.paper, yi - 0.22, "D", ms=6, color="0.55", zorder=4)
-                if c.se is not None:
-                    side = 1 if c.paper > 0 else -1
-                    ax.plot([side * 100 * k * c.se] * 2, [yi - 0.3, yi + 0.3], color="0.2", lw=1.2, zorder=2)
-            else:
-                bar = bar_of(c)
-                if bar is not None:
-                    op, b = bar
-                    ax.plot([100 * b] * 2, [yi - 0.38, yi + 0.38], color="k", lw=2.2, zorder=2)
-                    ax.fill_betweenx([yi - 0.38, yi + 0.38], 100 * b, 100 if op == ">=" else 0, color="0.9",
-                                     zorder=1)
-            ax.text(1.01, yi, v.label.replace(", ", ",\n"), transform=ax.get_yaxis_transform(), va="center",
-                    fontsize=7.5, color="0.15")
+            _draw_claim(ax, yi, c, others, k)
         ax.set_yticks(y, [textwrap.fill(c.claim, 60) for c in group], fontsize=7.5)
         ax.set_ylim(-0.7, len(group) - 0.3)
         if diff:

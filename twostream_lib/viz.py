@@ -260,8 +260,6 @@ def two_stream_diagram(frame: np.ndarray, flows: np.ndarray, classes: int = 101)
         flows: ``(L, H, W, 2)`` px, the flow fields the temporal stream stacks (shown in Middlebury colours).
         classes: the softmax size written under the nets.
     """
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-
     from .flow import flow_to_color
 
     fig = plt.figure(figsize=(12, 4.6))
