@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 EXECUTE ?=
 SCRATCH ?= /tmp/scratchbook
 
-.PHONY: jupyter kernel-user setup system book book-html vendor notebook-test browser-check book-selftest test unit-test lab bench gpu-check test-real-branch test-gpu-profile seeds clean help
+.PHONY: jupyter kernel-user setup system book book-html vendor notebook-test chapters-test execute browser-check book-selftest test unit-test lab bench gpu-check test-real-branch test-gpu-profile seeds clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -74,14 +74,22 @@ book-html: $(STAMP) vendor
 # book: set up, then build. Lab data is only needed when the build executes notebooks (EXECUTE=force|cache|auto).
 book: setup $(if $(EXECUTE),lab) book-html
 
-# notebook-test: every chapter notebook executes (nbval, lax: only `# NBVAL_CHECK_OUTPUT` cells are compared).
-# Skipped while book/ has no notebook; pytest's exit code 5 ("no tests collected") counts as success.
+# notebook-test: every chapter notebook executes (nbval, lax: only `# NBVAL_CHECK_OUTPUT` cells are compared), two
+# at a time with one core each, each after the chapters whose runs it reuses (tools/lanes.py).
 notebook-test: setup
 	@if ls book/*.ipynb >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory lab || exit $$?; \
-	  $(PY) -m pytest --nbval-lax book/ -q -p no:cacheprovider --ignore-glob='*/.ipynb_checkpoints/*' $(PYTEST_ARGS); \
-	  rc=$$?; if [ $$rc -eq 5 ]; then echo "notebook-test: no notebook tests collected"; rc=0; fi; exit $$rc; \
+	  $(PY) tools/lanes.py test --pytest-args "$(PYTEST_ARGS)"; \
 	else echo "notebook-test: no book/*.ipynb yet, skipped"; fi
+
+# chapters-test: notebook-test with test-real-branch and test-gpu-profile in the same two lanes (make test).
+chapters-test: setup lab
+	$(PY) tools/lanes.py test --rehearsals --pytest-args "$(PYTEST_ARGS)"
+
+# execute: every chapter executed in place, as committed (tools/lanes.py: two at a time, one core each, the way
+# make test executes them). From scratch: remove runs/small first (about 16 min on 2 cores).
+execute: setup lab
+	$(PY) tools/lanes.py execute $(CHAPTERS)
 
 # browser-check: build, then open every page of _build/html/book/ (and the root index) in offline headless
 # Chromium: images, figures, jshtml animations, widgets, MathJax, console errors, no network; screenshots go to
@@ -100,7 +108,7 @@ unit-test: setup
 	$(PY) -m pytest tests/ -q -n 2 $(PYTEST_ARGS)
 
 # Runs in this order and stops at the first failure.
-test: unit-test test-real-branch test-gpu-profile notebook-test browser-check
+test: unit-test chapters-test browser-check
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
@@ -126,7 +134,7 @@ gpu-check: $(STAMP)
 SEEDS ?= 1 2
 seeds: $(STAMP)
 	$(MAKE) --no-print-directory lab SCALE=small
-	$(PY) tools/seed_runs.py --seeds $(SEEDS)
+	$(PY) tools/lanes.py seeds --seeds $(SEEDS)
 
 clean:
 	rm -rf _build .pytest_cache

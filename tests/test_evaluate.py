@@ -307,7 +307,7 @@ def test_evaluate_refuses_a_dataset_with_other_classes(lab_root_tiny, tiny_cache
 
 def test_cached_scores_reuse_only_the_same_checkpoint_and_protocol(tmp_path, monkeypatch):
     """One staleness rule for every chapter: a score file is reused only for the checkpoint (path, size, mtime)
-    and the protocol (subset, frames, crops, task) it was written for."""
+    and the protocol (subset, frames, crops, task) it was written for, on the videos the split lists now."""
     import twostream_lib.evaluate as ev
 
     ckpt = tmp_path / "best.pt"
@@ -321,7 +321,9 @@ def test_cached_scores_reuse_only_the_same_checkpoint_and_protocol(tmp_path, mon
         ev.save_scores(out, np.eye(2), [0, 1], ["a", "b"], ["x", "y"], meta)
         return {"out": str(out)}
 
+    listed = ["a", "b"]  # the split's videos now
     monkeypatch.setattr(ev, "evaluate_checkpoint", fake_evaluate)
+    monkeypatch.setattr(ev, "_subset_video_ids", lambda *a, **k: list(listed))
     out = tmp_path / "s.npz"
     ev.cached_scores(ckpt, out, frames=5, crops=1)
     r = ev.cached_scores(ckpt, out, frames=5, crops=1)
@@ -332,6 +334,27 @@ def test_cached_scores_reuse_only_the_same_checkpoint_and_protocol(tmp_path, mon
     os.utime(ckpt, ns=(1, 1))  # the checkpoint was rewritten
     ev.cached_scores(ckpt, out, frames=25, crops=1)
     assert len(calls) == 3
+    listed.append("z")  # the split file now lists another test video: the score file is stale
+    ev.cached_scores(ckpt, out, frames=25, crops=1)
+    assert len(calls) == 4
+
+
+def test_the_split_check_of_cached_scores_reads_the_split_files(lab_root_tiny, tmp_path):
+    """``_subset_video_ids`` reads the checkpoint's dataset, root and split: the ids the test list holds now."""
+    import twostream_lib.evaluate as ev
+    from twostream_lib.checkpoint import save_checkpoint
+    from dataclasses import asdict
+
+    from twostream_lib.config import load_config
+
+    root = lab_root_tiny / "lab-ucf"
+    cfg = load_config(REPO / "configs/lab_spatial.yaml", [f"roots=[{root}]", "device=cpu"])
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": {}, "config": asdict(cfg), "cwd": str(REPO)})
+    want = [ln.strip().split("/")[-1] for ln in
+            (root / "ucfTrainTestlist" / "testlist01.txt").read_text().splitlines() if ln.strip()]
+    got = ev._subset_video_ids(ckpt, "test")
+    assert [g.split("/")[-1] for g in got] == want
 
 
 @pytest.mark.slow

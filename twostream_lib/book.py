@@ -74,6 +74,8 @@ PROFILES = {
                                          "channels_last=true", "val_batch_videos=8"), full=True),
 }
 _SCHEDULE_KEYS = ("max_iters", "val_every", "ckpt_every", "log_every")
+#: seconds a chapter's set-up waits for another chapter (or ``make lab``) making or preparing the same lab data
+LAB_WAIT = 3 * 3600
 
 
 class PlanOnly(RuntimeError):
@@ -159,7 +161,7 @@ class Chapter:
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
         if self.lab:
-            prepare_lab(self.data_dir, self.scale, workers=min(8, os.cpu_count() or 1))
+            prepare_lab(self.data_dir, self.scale, workers=min(8, os.cpu_count() or 1), wait=LAB_WAIT)
 
     def summary(self, asked: str | None = None) -> str:
         """One line: the data, the device (and what was asked for), the profile, split and seed."""

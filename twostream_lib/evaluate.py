@@ -250,6 +250,14 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     return result
 
 
+def _subset_video_ids(ckpt_path, subset: str, task: int = 0, root: str | None = None) -> list[str]:
+    """The ids of the videos that the split files list now for ``subset``, for the checkpoint's dataset and split."""
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    cfg = config_from_dict(anchor_paths(ckpt["config"], ckpt.get("cwd")), source=f"{ckpt_path} (config)")
+    split = load_split(cfg.datasets[task], root or cfg.roots[task], cfg.split)
+    return [v for v, _ in items_for(split, subset)]
+
+
 def _stamp(path: str | os.PathLike) -> str:
     st = Path(path).stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
@@ -259,7 +267,8 @@ def cached_scores(ckpt_path: str | os.PathLike, out: str | os.PathLike, subset: 
                   frames: int = TEST_FRAMES, crops: int = TEST_CROPS, task: int = 0, **kwargs) -> dict:
     """:func:`evaluate_checkpoint`'s result, read back from the score file ``out`` when that file was written
     for this very checkpoint (same path, size and modification time) with the same protocol (subset, frames,
-    crops, task); otherwise evaluated afresh and written to ``out``. ``kwargs`` go to
+    crops, task) on the videos the split lists now; otherwise (a split file changed since, for instance: the file
+    is stale) evaluated afresh and written to ``out``. ``kwargs`` go to
     :func:`evaluate_checkpoint` (``device``, ``workers``, ``root``, ...; a ``root`` must match the file's too)."""
     out = Path(out)
     want = dict(checkpoint=str(Path(ckpt_path).resolve()), checkpoint_stamp=_stamp(ckpt_path), subset=subset,
@@ -271,7 +280,8 @@ def cached_scores(ckpt_path: str | os.PathLike, out: str | os.PathLike, subset: 
             s = load_scores(out)
         except ScoreFileError:
             s = None  # unreadable: evaluate again and overwrite it
-        if s is not None and all(s["meta"].get(k) == v for k, v in want.items()):
+        if (s is not None and all(s["meta"].get(k) == v for k, v in want.items())
+                and list(s["video_ids"]) == _subset_video_ids(ckpt_path, subset, task, kwargs.get("root"))):
             r = summarize(s["scores"], s["labels"], len(s["classes"]))
             r.update(scores=s["scores"], labels=s["labels"], video_ids=s["video_ids"], classes=s["classes"],
                      out=str(out))

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -132,11 +133,12 @@ class FolderLock:
     """``with FolderLock(folder, "training run"):`` — exclusive use of ``folder`` by this process.
 
     Raises :class:`LockError` naming the process that holds it (its pid and command line, written into the lock
-    file). The lock is released when the block ends or the process dies (``kill -9`` included).
+    file), at once or, with ``wait`` seconds, once it has waited that long for it (saying so on stderr when it
+    starts waiting). The lock is released when the block ends or the process dies (``kill -9`` included).
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str = "folder"):
-        self.folder, self.what = Path(folder), what
+    def __init__(self, folder: str | os.PathLike, what: str = "folder", wait: float = 0.0):
+        self.folder, self.what, self.wait = Path(folder), what, float(wait)
         self._f = None
 
     def __enter__(self) -> "FolderLock":
@@ -148,14 +150,23 @@ class FolderLock:
         except OSError as e:
             raise FolderError(f"{self.folder}: can't use it as the {self.what} "
                               f"({e.strerror or type(e).__name__}: {e.filename or self.folder})") from None
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise LockError(f"{self.folder}: this {self.what} is in use by {holder}; wait for it to finish, or use "
-                            f"another folder") from None
+        deadline, told = time.monotonic() + self.wait, False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    f.close()
+                    raise LockError(f"{self.folder}: this {self.what} is in use by {holder}; wait for it to finish, "
+                                    f"or use another folder") from None
+                if not told:
+                    print(f"{self.folder}: waiting for {holder} to finish with this {self.what}", file=sys.stderr,
+                          flush=True)
+                    told = True
+                time.sleep(0.2)
         f.seek(0)
         f.truncate()
         f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")

@@ -330,7 +330,7 @@ def dataset_videos(dataset: str, root: str | os.PathLike) -> list[tuple[str, Pat
 def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flow: str = "tvl1",
             workers: int = 1, bound: float = 20.0, short_side: int | None | str = "auto", jpeg_quality: int = 95,
             backward: bool = False, flow_params: dict | None = None, videos: list[str] | None = None,
-            progress: bool = True, device: str = "cpu", batch: int = 64) -> dict:
+            progress: bool = True, device: str = "cpu", batch: int = 64, wait: float = 0.0) -> dict:
     """Prepare the cache for every video of ``dataset`` at ``root`` (all three splits).
 
     Args:
@@ -349,6 +349,7 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
         device: where ``tvl1-torch`` runs (``"cpu"``, ``"cuda"``, or several: ``"cuda:0,cuda:1"``, one solver
             thread each); not part of the cache's settings (the flow is the same).
         batch: ``tvl1-torch`` in this process: frame pairs per solver call, from as many videos as it takes.
+        wait: seconds to wait for another process preparing the same cache (default: fail at once, naming it).
 
     Returns:
         The manifest: ``{"settings", "videos": {video_id: entry}, "failed": {video_id: message}}``.
@@ -371,7 +372,7 @@ def prepare(dataset: str, root: str | os.PathLike, cache: str | os.PathLike, flo
     if videos is not None:
         wanted = set(videos)
         todo_all = [(v, p) for v, p in todo_all if v in wanted]
-    with FolderLock(cache, "cache"):
+    with FolderLock(cache, "cache", wait=wait):
         _check_settings(cache, settings)
         return _prepare_locked(cache, settings, todo_all, workers, progress, device, batch)
 

@@ -37,11 +37,15 @@ def set_cpu_threads(device: torch.device, workers: int) -> int:
     """On CPU, give torch the cores that the DataLoader workers (and other ranks on this machine) leave free.
 
     Oversubscribed OpenMP threads spin against the loader processes: on 2 cores, 2 torch threads + 1 worker made
-    a lab training step 8-15x slower than 1 thread + 1 worker (BENCHMARKS.md). Returns the thread count."""
+    a lab training step 8-15x slower than 1 thread + 1 worker (BENCHMARKS.md). ``OMP_NUM_THREADS``, when set, caps
+    the count (``tools/lanes.py`` runs two chapters side by side with one thread each). Returns the thread count."""
     if device.type != "cpu":
         return torch.get_num_threads()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     n = max(1, (os.cpu_count() or 1) // local - workers)
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        n = min(n, int(cap))
     torch.set_num_threads(n)
     return n
 

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import MAX_WORKERS, ArgumentParser, IntRange, OptionError, UserError
-from ..files import atomic_write_text, writable_folder
+from ..files import FolderLock, atomic_write_text, writable_folder
 from ..flow import FLOW_METHODS, gt_flow_path
 from ..prepare import CacheError, prepare
 from ..video import write_video
@@ -121,11 +121,12 @@ def _job(args):
 
 def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int = 0, workers: int = 1,
                       gt_flow: bool = True, progress: bool = True,
-                      datasets: tuple[str, ...] | list[str] = DATASETS) -> dict:
+                      datasets: tuple[str, ...] | list[str] = DATASETS, wait: float = 0.0) -> dict:
     """Generate (or finish) the lab datasets under ``root``.
 
     Resumable: a clip whose ``.avi`` (and, with ``gt_flow``, ``.flow.npz``) exists is skipped;
-    temp files left by a killed run are removed and their clips redone. Split files are
+    temp files left by a killed run are removed and their clips redone. One process at a time works on a root: a
+    second one fails at once naming the first, or waits up to ``wait`` seconds for it. Split files are
     rewritten (deterministically). ``<root>/lab_info.json`` records scale, seed and each dataset's design
     version (:data:`LAB_VERSION`); running over a root made with another scale or seed raises ``ValueError``,
     over a dataset rendered by another version :class:`LabVersionError`.
@@ -138,6 +139,12 @@ def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int =
         dataset_classes(ds)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    with FolderLock(root, "lab root", wait=wait):
+        return _make_locked(root, cfg, scale, seed, workers, gt_flow, progress, datasets)
+
+
+def _make_locked(root: Path, cfg: dict, scale: str, seed: int, workers: int, gt_flow: bool, progress: bool,
+                 datasets) -> dict:
     info_path = root / "lab_info.json"
     if info_path.is_file():
         old = json.loads(info_path.read_text(encoding="utf-8"))
@@ -191,10 +198,12 @@ def make_lab_datasets(root: str | os.PathLike, scale: str = "small", seed: int =
 
 def prepare_lab(data_dir: str | os.PathLike = "data", scale: str = "small", flow: str = "dis",
                 workers: int = 2, seed: int = 0,
-                datasets: tuple[str, ...] = ("lab-ucf", "lab-hmdb"), progress: bool = False) -> dict:
+                datasets: tuple[str, ...] = ("lab-ucf", "lab-hmdb"), progress: bool = False,
+                wait: float = 0.0) -> dict:
     """Make sure the lab datasets of ``scale`` and their caches exist (generating and preparing what is missing).
 
-    The chapters call this first, so each runs on its own from a fresh clone. Layout::
+    The chapters call this first, so each runs on its own from a fresh clone; two chapters started together wait
+    for each other (``wait`` seconds at most) instead of working on the same files. Layout::
 
         <data_dir>/lab/<scale>/lab-ucf, lab-hmdb                      the datasets (official layouts)
         <data_dir>/cache/<scale>/<dataset>-<flow>                       their frame + flow caches
@@ -206,11 +215,13 @@ def prepare_lab(data_dir: str | os.PathLike = "data", scale: str = "small", flow
     """
     data_dir = Path(data_dir)
     lab_root = data_dir / "lab" / scale
-    make_lab_datasets(lab_root, scale=scale, seed=seed, workers=workers, progress=progress, datasets=datasets)
+    make_lab_datasets(lab_root, scale=scale, seed=seed, workers=workers, progress=progress, datasets=datasets,
+                      wait=wait)
     out = {}
     for ds in datasets:
         cache = data_dir / "cache" / scale / f"{ds}-{flow}"
-        m = prepare(ds, lab_root / ds, cache, flow=flow, workers=workers, backward=flow != "gt", progress=progress)
+        m = prepare(ds, lab_root / ds, cache, flow=flow, workers=workers, backward=flow != "gt", progress=progress,
+                    wait=wait)
         if m["failed"]:
             raise CacheError(f"{cache}: {len(m['failed'])} lab video(s) failed to prepare: {m['failed']}")
         out[ds] = {"root": lab_root / ds, "cache": cache}
