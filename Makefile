@@ -130,7 +130,8 @@ gpu-check: $(STAMP)
 	$(PY) tools/gpu_check.py --data $(DATA) $(ARGS)
 
 # seeds: chapters 3-6 executed again with other seeds (SEEDS), runs in runs/seed<k>/, scorecard entries in
-# book/scorecard/seeds/<k>/ ("What reproduced" shows them beside the book's own run; ~13 min per seed on 2 cores).
+# book/scorecard/seeds/<k>/ ("What reproduced" shows them beside the book's own run); one seed per lane, one core
+# each (tools/lanes.py).
 SEEDS ?= 1 2
 seeds: $(STAMP)
 	$(MAKE) --no-print-directory lab SCALE=small

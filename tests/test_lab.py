@@ -10,7 +10,7 @@ import pytest
 
 from twostream_lib.flow import load_gt_flow
 from twostream_lib import lab, viz
-from twostream_lib.lab import classes as lab_classes, render as lab_render, writer as lab_writer
+from twostream_lib.lab import classes as lab_classes, render as lab_render, specs as lab_specs, writer as lab_writer
 from twostream_lib.splits import load_split
 from twostream_lib.video import read_video, write_video
 
@@ -91,10 +91,10 @@ def test_ucf_groups_never_in_train_and_test(lab_root_tiny, split):
 
 def test_ucf_test_groups_scale_like_ucf101():
     # UCF-101 (25 groups): split k tests groups 7(k-1)+1 .. 7k
-    assert [list(lab_writer._ucf_test_groups(25, k)) for k in (1, 2, 3)] == \
+    assert [list(lab_specs.ucf_test_groups(25, k)) for k in (1, 2, 3)] == \
         [list(range(1, 8)), list(range(8, 15)), list(range(15, 22))]
     for g in (3, 5, 12):
-        blocks = [set(lab_writer._ucf_test_groups(g, k)) for k in (1, 2, 3)]
+        blocks = [set(lab_specs.ucf_test_groups(g, k)) for k in (1, 2, 3)]
         assert all(b and len(b) < g and max(b) <= g for b in blocks)   # some groups always train
         assert not (blocks[0] & blocks[1]) and not (blocks[1] & blocks[2])
 
@@ -119,6 +119,44 @@ def test_small_hmdb_split_trains_on_6_clips_per_class(tmp_path):
         ids = [line.split()[1] for line in
                (tmp_path / "lab-hmdb" / "testTrainMulti_7030_splits" / f"{cls}_test_split1.txt").read_text().splitlines()]
         assert ids.count("1") == 6 and ids.count("2") == len(ids) - 6 >= 6
+
+
+def test_test_only_clips_change_no_training_list_and_no_other_clip(tmp_path, monkeypatch):
+    """Split 1's test-only clips (``ucf_test_extra`` per test group, ``hmdb_test_extra`` per class): every other clip
+    keeps its spec, every training list and splits 2-3's test lists stay as without them (split files only)."""
+    from twostream_lib.lab.writer import _write_splits
+
+    small = dict(lab.SCALES["small"])
+    assert small["ucf_test_extra"] > 0 and small["hmdb_test_extra"] > 0
+    files = {}
+    for extra in (True, False):
+        monkeypatch.setitem(lab_specs.SCALES, "small", small if extra else
+                            dict(small, ucf_test_extra=0, hmdb_test_extra=0))
+        out = tmp_path / str(extra)
+        specs = {ds: lab.lab_clip_specs(ds, "small") for ds in ("lab-ucf", "lab-hmdb")}
+        for ds, sp in specs.items():
+            _write_splits(out, ds, sp, "small", 0)
+        files[extra] = ({p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*.txt")}, specs)
+    (with_x, specs_x), (without, specs_0) = files[True], files[False]
+    for ds in specs_x:
+        assert [s for s in specs_x[ds] if not s.test_only] == specs_0[ds]  # the same clips, the same lengths
+    assert sorted(with_x) == sorted(without)
+    for name, text in without.items():
+        if "trainlist" in name or name.endswith(("testlist02.txt", "testlist03.txt", "classInd.txt")):
+            assert with_x[name] == text, name
+    ucf_extra = [s for s in specs_x["lab-ucf"] if s.test_only]
+    test_g = set(lab_specs.ucf_test_groups(small["ucf_groups"], 1))
+    assert len(ucf_extra) == len(lab.LAB_UCF_CLASSES) * len(test_g) * small["ucf_test_extra"]
+    assert {s.index[0] for s in ucf_extra} == test_g
+    t1 = with_x["lab-ucf/ucfTrainTestlist/testlist01.txt"].split()
+    assert set(without["lab-ucf/ucfTrainTestlist/testlist01.txt"].split()) < set(t1)
+    assert len(t1) == len(without["lab-ucf/ucfTrainTestlist/testlist01.txt"].split()) + len(ucf_extra)
+    for cls in lab.LAB_HMDB_CLASSES:
+        for k in (1, 2, 3):
+            name = f"lab-hmdb/testTrainMulti_7030_splits/{cls}_test_split{k}.txt"
+            old, new = without[name].splitlines(), with_x[name].splitlines()
+            assert new[:len(old)] == old  # the clips the split had keep their ids
+            assert [ln.split()[1] for ln in new[len(old):]] == ["2" if k == 1 else "0"] * small["hmdb_test_extra"]
 
 
 def test_a_lab_dataset_of_an_older_design_is_refused(tmp_path):

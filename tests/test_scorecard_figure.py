@@ -64,3 +64,14 @@ def test_figure_draws_both_panels_with_seeds():
     plt.close(only_diffs)
     with pytest.raises(ValueError):
         scorecard.figure([])
+
+
+def test_power_table_says_which_paper_effects_the_test_split_can_show():
+    claims = fake_claims()  # paper +2.4 with 2 s.e. = 4.0: no; +7 with 6.0: yes; +5 with 6.0: no
+    other = {1: [C("a_vs_b", "03_spatial", "a beats b", 0.024, 0.01, 0.01, False)]}  # 2 s.e. 2.0 with seed 1
+    t = scorecard.power_table(claims, other)
+    rows = {name: list(r) for name, r in zip(t.index, t.values.tolist())}
+    assert set(rows) == {"a beats b", "c beats d", "e beats f"}  # differences only
+    assert rows["a beats b"][1] == "2.0–4.0" and rows["a beats b"][2] == "at the edge"
+    assert rows["c beats d"][2] == "yes" and rows["e beats f"][2] == "no"
+    assert rows["a beats b"][3] == "+5.8, +1.0" and "smallest effect shown" in t.to_html()

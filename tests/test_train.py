@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -748,3 +749,22 @@ def test_pretrained_spatial_config_for_lab_and_real_data(tmp_path, monkeypatch):
     assert cfg.init_from == str(tmp_path / "r/small/lab_pretrain/best.pt") == str(
         Path(lab.pretrain_config().out_dir) / "best.pt") and cfg.finetune == "last"
     assert cfg.datasets == ["lab-ucf"] and cfg.out_dir == str(tmp_path / "r/small/lab_spatial_pretrained_last")
+
+
+def test_a_run_fine_tuned_from_weights_that_changed_since_is_refused(tmp_path):
+    """A finished run started from ``init_from``; that file now holds other weights (the run it names was trained
+    again): reusing or resuming the fine-tuned run would mislabel it, so it is refused, naming the change."""
+    kw = dict(max_iters=4, ckpt_every=2, val_every=0, lr_steps=[3])
+    cfg_a = synth_cfg(tmp_path / "a", **kw)
+    a = train(cfg_a, progress=False, data=synth_data(), model=_model(cfg_a))
+    init = tmp_path / "init.pt"
+    shutil.copy(a["best_checkpoint"], init)
+    cfg_b = synth_cfg(tmp_path / "b", init_from=str(init), **kw)
+    train(cfg_b, progress=False, data=synth_data(), model=_model(cfg_b))
+    again = replace(cfg_b, resume=True)
+    assert finished_run(again) is not None  # the same weights: reused
+    cfg_c = synth_cfg(tmp_path / "c", seed=1, **kw)
+    shutil.copy(train(cfg_c, progress=False, data=synth_data(), model=_model(cfg_c))["best_checkpoint"], init)
+    assert finished_run(again) is None
+    with pytest.raises(ConfigError, match="init_from's weights"):
+        train(again, progress=False, data=synth_data(), model=_model(again))

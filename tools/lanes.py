@@ -8,9 +8,11 @@ honours), keep both cores busy. Every chapter still runs exactly as typed; only 
 lone execution, and with it the float rounding -- so the committed outputs are executed the same way
 (``make execute``), and a fresh clone's ``make test`` on this kind of machine recomputes the same numbers.
 
-A chapter starts once the chapters whose runs it reuses are done (:data:`NEEDS`: chapter 5 fine-tunes chapter 4's
-temporal net; chapter 6 fuses the runs of chapters 3-5; chapter 8 and the intro read the scorecard they write), so
-no two processes ever train the same run folder. Jobs start in :data:`ORDER` (the longest chain first).
+A chapter starts once the chapters whose runs it reuses are done (:data:`NEEDS`: chapter 6 fuses the runs of
+chapters 3-5; chapter 8 and the intro read the scorecard they write). Chapter 5 fine-tunes chapter 4's temporal net
+and may run beside chapter 4: both call ``train(..., wait=...)`` for that run, so whichever gets there first trains
+it and the other waits for it, then reuses it (a run folder is never trained by two processes,
+:class:`twostream_lib.files.FolderLock`). Jobs start in :data:`ORDER` (the longest chain first).
 
     python tools/lanes.py test [--rehearsals]   nbval on each chapter (+ make test-real-branch / test-gpu-profile)
     python tools/lanes.py execute [CHAPTER ...] execute and write back in place (tools/execute_notebook.py)
@@ -37,7 +39,7 @@ BOOK = REPO / "book"
 #: chapter -> the chapters whose runs (or scorecard files) it reads, which must finish first
 NEEDS: dict[str, list[str]] = {
     "01_videos": [], "02_flow": [], "03_spatial": [], "04_temporal": [],
-    "05_multitask": ["04_temporal"],
+    "05_multitask": [],  # fine-tunes chapter 4's temporal run: whichever trains it first, the other waits for it
     "06_fusion": ["03_spatial", "04_temporal", "05_multitask"],
     "07_scaling": [],
     "08_reproduced": ["03_spatial", "04_temporal", "05_multitask", "06_fusion"],
@@ -55,6 +57,7 @@ class Job:
     argv: list[str]
     needs: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
+    pump: threading.Thread | None = None
     started: float = 0.0
     seconds: float | None = None
     rc: int | None = None
@@ -72,7 +75,8 @@ def _start(job: Job, threads: int) -> None:
     job.started = time.perf_counter()
     job.proc = subprocess.Popen(job.argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, start_new_session=True)
-    threading.Thread(target=_pump, args=(job,), daemon=True).start()
+    job.pump = threading.Thread(target=_pump, args=(job,), daemon=True)
+    job.pump.start()
 
 
 def _stop(job: Job) -> None:
@@ -95,6 +99,7 @@ def run_jobs(jobs: list[Job], slots: int = 2, threads: int = 1, poll: float = 0.
             for j in list(running):
                 if j.proc.poll() is not None:
                     j.rc, j.seconds = j.proc.returncode, time.perf_counter() - j.started
+                    j.pump.join(timeout=10)  # its last lines before its verdict
                     running.remove(j)
                     print(f"[lanes] {j.name}: {'passed' if j.rc == 0 else f'FAILED (exit {j.rc})'} in "
                           f"{j.seconds:.0f} s", flush=True)

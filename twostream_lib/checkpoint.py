@@ -28,9 +28,9 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
-from .files import atomic_write
+from .files import atomic_write, sha256sum
 
-__all__ = ["CheckpointError", "make_checkpoint", "save_checkpoint", "load_checkpoint", "verify_archive", "rng_state",
+__all__ = ["CheckpointError", "make_checkpoint", "save_checkpoint", "load_checkpoint", "verify_archive", "init_weights_sha256", "rng_state",
            "set_rng_state", "load_matching_weights"]
 
 #: below this much free space, a failed checkpoint write is reported as a full disk (torch's own error for it is
@@ -69,6 +69,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def init_weights_sha256(cfg) -> str | None:
+    """The SHA-256 of the checkpoint a run starts from (``cfg.init_from``, relative paths from the working
+    directory), or ``None`` without one: a run fine-tuned from weights that have changed since is another run."""
+    init = getattr(cfg, "init_from", None)
+    return sha256sum(init) if init and Path(init).is_file() else None
+
+
 def make_checkpoint(model: nn.Module, cfg, step: int, classes: list[list[str]], *, best_val: float | None = None,
                     best_step: int = -1, val_acc: float | None = None, optimizer=None, scheduler=None) -> dict:
     """The checkpoint dict of ``model`` after ``step`` iterations of the run ``cfg`` (a :class:`TrainConfig`), with
@@ -79,7 +86,8 @@ def make_checkpoint(model: nn.Module, cfg, step: int, classes: list[list[str]], 
     ckpt: dict[str, Any] = {"model": model.state_dict(), "config": asdict(cfg), "step": int(step),
                             "num_classes": [len(c) for c in classes], "classes": [list(c) for c in classes],
                             "best_val": best_val, "best_step": int(best_step), "val_acc": val_acc,
-                            "cwd": os.getcwd()}  # where the config's relative paths start
+                            "cwd": os.getcwd(),  # where the config's relative paths start
+                            "init_sha256": init_weights_sha256(cfg)}
     if optimizer is not None:
         ckpt.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state())
     return ckpt

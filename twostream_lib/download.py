@@ -16,7 +16,6 @@ crafted archives.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import OptionError, UserError
-from .files import writable_folder
+from .files import sha256sum, writable_folder
 
 __all__ = ["Remote", "UCF101_FILES", "HMDB51_FILES", "ExtractError", "DownloadError", "download", "sha256sum",
            "verify", "safe_extract", "unsafe_members", "check_extracted", "parse_sha256", "get_dataset"]
@@ -72,14 +71,6 @@ def parse_sha256(items: list[str]) -> dict[str, str]:
                                 f"e.g. UCF101.rar=" + "0" * 64)
         out[name] = digest.lower()
     return out
-
-
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(remote: Remote, dest_dir: str | os.PathLike, progress: bool = True, timeout: float = 60) -> Path:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -99,6 +100,15 @@ def _check_can_create(folder: Path, option: str, path: Path) -> None:
         raise OptionError(f"{option} {path}: nothing can be written in {anc} ({e.strerror or e})") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of the file at ``path``, as hexadecimal."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:

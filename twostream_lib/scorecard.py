@@ -31,7 +31,7 @@ from .files import atomic_write_json
 from .metrics import beats  # the rule each comparative claim's mark follows (re-exported: scorecard.beats)
 
 __all__ = ["Claim", "write", "load_all", "table", "beats", "record_time", "load_times", "load_seeds", "holds_in",
-           "seed_table", "Verdict", "verdict", "bar_of", "figure"]
+           "seed_table", "power_table", "Verdict", "verdict", "bar_of", "figure"]
 
 
 @dataclass
@@ -141,6 +141,27 @@ def seed_table(claims: list[Claim], seeds: dict[int, list[Claim]]):
              "{} of {}".format(*counts[c.id])] for c in claims]
     return viz.table(["claim", "paper (%)", *[f"lab, seed {k} (%)" + (" (the book's)" if k == 0 else "")
                                               for k in runs], "holds in"], rows)
+
+
+def power_table(claims: list[Claim], seeds: dict[int, list[Claim]] | None = None, k: float = 2.0):
+    """What each "vs" claim's test split can show: the smallest difference it marks as shown (``k`` paired standard
+    errors, over the book's run and the other seeds) beside the paper's effect and the lab's. A paper effect below
+    that bar is one the lab could not show even if it reproduced it exactly."""
+    runs = _runs(claims, seeds or {})
+    rows = []
+    for c in claims:
+        if verdict(c, k).kind != "difference":
+            continue
+        ses = [r[c.id].se for r in runs.values() if c.id in r and r[c.id].se is not None]
+        if not ses:
+            continue
+        lo, hi = 100 * k * min(ses), 100 * k * max(ses)
+        labs = [100 * r[c.id].lab for r in runs.values() if c.id in r]
+        shown = "yes" if abs(100 * c.paper) > hi else ("no" if abs(100 * c.paper) < lo else "at the edge")
+        rows.append([c.claim, f"{100 * c.paper:+.1f}", f"{lo:.1f}" if hi - lo < 0.05 else f"{lo:.1f}–{hi:.1f}",
+                     shown, ", ".join(f"{v:+.1f}" for v in labs)])
+    return viz.table(["claim", "paper's effect (points)", f"smallest effect shown, lab ({k:g} paired s.e., points)",
+                      "could the lab show the paper's effect?", "lab's effect per seed (points)"], rows)
 
 
 # ---------------------------------------------------------------- at a glance: direction and size of each effect

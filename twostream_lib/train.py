@@ -56,7 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, load_matching_weights, make_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import (init_weights_sha256, load_checkpoint, load_matching_weights, make_checkpoint, save_checkpoint,
+                         set_rng_state)
 from .config import PATH_KEYS, ConfigError, TrainConfig, load_config, same_place, save_config
 from .data import BalancedSampler, RunData, SeededSamples, build_datasets, sample_seeds
 from .device_loader import DeviceLoader
@@ -408,7 +409,8 @@ def new_run_state(cfg: TrainConfig, data: RunData, model: nn.Module | None, devi
 
 def changed_settings(ckpt: dict, cfg: TrainConfig) -> dict:
     """The settings in which ``cfg`` differs from the run that wrote checkpoint ``ckpt`` (those a resumed run
-    may change, :data:`RESUME_MAY_CHANGE`, aside): ``{key: (checkpoint's value, cfg's value)}``. Paths are
+    may change, :data:`RESUME_MAY_CHANGE`, aside): ``{key: (checkpoint's value, cfg's value)}``; also the weights
+    ``init_from`` names, when they are no longer those the run started from (its ``init_sha256``). Paths are
     compared as places (:data:`~twostream_lib.config.PATH_KEYS`; the checkpoint's relative paths from the directory
     it was trained in, so the command line's ``data/...`` is a chapter's ``../data/...``), and ``out_dir`` not at
     all: the checkpoint was found in
@@ -420,6 +422,11 @@ def changed_settings(ckpt: dict, cfg: TrainConfig) -> dict:
                                                            else now == v):
             continue
         changed[k] = (v, now)
+    was = ckpt.get("init_sha256")  # the weights it started from (init_from): the same file may hold others now
+    if was and cfg.init_from and "init_from" not in changed:
+        now = init_weights_sha256(cfg)
+        if now != was:
+            changed["init_from's weights"] = (f"sha256 {was[:12]}", f"sha256 {now[:12]}" if now else "no such file")
     return changed
 
 
@@ -519,7 +526,7 @@ def train_chunk(net: nn.Module, state: RunState, data: RunData, cfg: TrainConfig
 
 
 def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
-          model: nn.Module | None = None) -> dict:
+          model: nn.Module | None = None, wait: float = 0.0) -> dict:
     """Train one stream as configured (§5; multitask §4 when ``cfg`` lists several datasets).
 
     Args:
@@ -528,6 +535,8 @@ def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
         data: datasets to use instead of :func:`twostream_lib.data.build_datasets` (e.g. a notebook's own).
         model: a net to train instead of :func:`twostream_lib.models.build_model_for`'s (its weights are
             overwritten when resuming).
+        wait: seconds to wait while another process trains the same run folder (a chapter reusing another
+            chapter's run while that chapter trains it), then go on with what it left (default: fail at once).
     Returns:
         ``dict(history=[log rows], best_checkpoint=path, last_checkpoint=path, final={step, loss, acc, val_acc,
         best_val, best_step}, out_dir=path)``.
@@ -541,7 +550,7 @@ def train(cfg: TrainConfig, progress: bool = True, data: RunData | None = None,
     set_cpu_threads(device, cfg.workers)
     rank, world, device = init_distributed(device)
     out_dir = Path(cfg.out_dir)
-    with FolderLock(out_dir, "run folder") if rank == 0 else contextlib.nullcontext():
+    with FolderLock(out_dir, "run folder", wait=wait) if rank == 0 else contextlib.nullcontext():
         resume_from = check_run_folder(out_dir, cfg.resume)
         if rank == 0:
             remove_partial_writes(out_dir)

@@ -12,18 +12,25 @@ import numpy as np
 
 from .classes import dataset_classes
 
-__all__ = ["SCALES", "ClipSpec", "clip_rng", "check_scale", "clip_spec", "lab_clip_specs"]
+__all__ = ["SCALES", "EXTRA_TEST_SPLIT", "ClipSpec", "clip_rng", "check_scale", "clip_spec", "lab_clip_specs",
+           "ucf_test_groups"]
 
 #: height, width, UCF groups per class, clips per group (min, max), HMDB clips per class (min, max) and how many
-#: of them each split trains on (the rest are test clips), clip length in frames (min, max).
+#: of them each split trains on (the rest are test clips), clip length in frames (min, max); and the test-only
+#: clips of split :data:`EXTRA_TEST_SPLIT`: ``ucf_test_extra`` more clips in each of its test groups (per class),
+#: ``hmdb_test_extra`` more clips per class. Real test splits are large (UCF-101 split 1: 3,783 videos; HMDB-51:
+#: 30 per class): these give the small lab's paired comparisons the test videos their power needs, while no
+#: training list changes (the clips are in no training list of any split).
 SCALES: dict[str, dict] = {
     "tiny": dict(height=48, width=64, ucf_groups=3, ucf_clips=(1, 2), hmdb_clips=(4, 5), hmdb_train=3,
-                 frames=(12, 20)),
+                 frames=(12, 20), ucf_test_extra=0, hmdb_test_extra=0),
     "small": dict(height=96, width=128, ucf_groups=12, ucf_clips=(2, 3), hmdb_clips=(12, 16), hmdb_train=6,
-                  frames=(50, 100)),
+                  frames=(50, 100), ucf_test_extra=4, hmdb_test_extra=24),
     "full": dict(height=240, width=320, ucf_groups=25, ucf_clips=(4, 7), hmdb_clips=(40, 60), hmdb_train=24,
-                 frames=(50, 100)),
+                 frames=(50, 100), ucf_test_extra=0, hmdb_test_extra=0),
 }
+#: the split whose test set holds the test-only clips: the book's (its chapters run split 1)
+EXTRA_TEST_SPLIT = 1
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,16 @@ class ClipSpec:
     n_frames: int
     name: str = ""
     rel: str = ""
+    test_only: bool = False  # one of split EXTRA_TEST_SPLIT's test-only clips (in no training list)
+
+
+def ucf_test_groups(n_groups: int, split: int) -> range:
+    """The test groups of lab-ucf split ``split`` (1-3) among ``n_groups``: UCF-101's rule (split k tests on groups
+    7(k-1)+1 .. 7k of 25), scaled to ``n_groups`` and kept disjoint across the three splits."""
+    b = max(1, round(7 * n_groups / 25))
+    if 3 * b > n_groups - 1:
+        b = max(1, (n_groups - 1) // 3)
+    return range((split - 1) * b + 1, split * b + 1)
 
 
 def _crc(s: str) -> int:
@@ -77,17 +94,27 @@ def lab_clip_specs(dataset: str, scale: str = "small", seed: int = 0) -> list[Cl
     out = []
     for cls in sorted(dataset_classes(dataset)):
         lr = clip_rng(seed, dataset, cls, "layout")
+        xr = clip_rng(seed, dataset, cls, "test-only")  # its own stream: the other clips stay as they were
+        length = lambda rng: int(rng.integers(cfg["frames"][0], cfg["frames"][1] + 1))
         if dataset == "lab-ucf":
+            test_g = set(ucf_test_groups(cfg["ucf_groups"], EXTRA_TEST_SPLIT))
             for g in range(1, cfg["ucf_groups"] + 1):
-                for c in range(1, int(lr.integers(cfg["ucf_clips"][0], cfg["ucf_clips"][1] + 1)) + 1):
-                    n = int(lr.integers(cfg["frames"][0], cfg["frames"][1] + 1))
-                    name = f"v_{cls}_g{g:02d}_c{c:02d}"
-                    out.append(ClipSpec(dataset, cls, (g, c), seed, cfg["height"], cfg["width"], n,
-                                        name, f"{cls}/{name}.avi"))
+                n_clips = int(lr.integers(cfg["ucf_clips"][0], cfg["ucf_clips"][1] + 1))
+                for c in range(1, n_clips + 1):
+                    out.append(_ucf_spec(dataset, cls, g, c, seed, cfg, length(lr)))
+                for c in range(n_clips + 1, n_clips + 1 + (cfg["ucf_test_extra"] if g in test_g else 0)):
+                    out.append(_ucf_spec(dataset, cls, g, c, seed, cfg, length(xr), test_only=True))
         else:
-            for i in range(1, int(lr.integers(cfg["hmdb_clips"][0], cfg["hmdb_clips"][1] + 1)) + 1):
-                n = int(lr.integers(cfg["frames"][0], cfg["frames"][1] + 1))
+            n_clips = int(lr.integers(cfg["hmdb_clips"][0], cfg["hmdb_clips"][1] + 1))
+            for i in range(1, n_clips + 1 + cfg["hmdb_test_extra"]):
                 name = f"{cls}_v{i:03d}"
-                out.append(ClipSpec(dataset, cls, (i, 0), seed, cfg["height"], cfg["width"], n,
-                                    name, f"{cls}/{name}.avi"))
+                out.append(ClipSpec(dataset, cls, (i, 0), seed, cfg["height"], cfg["width"],
+                                    length(lr if i <= n_clips else xr), name, f"{cls}/{name}.avi",
+                                    test_only=i > n_clips))
     return out
+
+
+def _ucf_spec(dataset, cls, g, c, seed, cfg, n_frames, test_only=False) -> ClipSpec:
+    name = f"v_{cls}_g{g:02d}_c{c:02d}"
+    return ClipSpec(dataset, cls, (g, c), seed, cfg["height"], cfg["width"], n_frames, name, f"{cls}/{name}.avi",
+                    test_only=test_only)

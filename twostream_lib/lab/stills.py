@@ -31,12 +31,21 @@ from .specs import SCALES
 
 __all__ = ["STILLS_CLASSES", "STILLS_PER_CLASS", "STILLS_SEED", "make_stills", "StillsCache", "stills_run_data"]
 
-#: object and scene classes (ImageNet's role: generic labels, unrelated to the target actions)
-STILLS_CLASSES: tuple[str, ...] = ("ball", "three balls", "water", "court floor", "chair", "bar")
+#: object, scene and texture classes (ImageNet's role: many generic labels, none of them the target actions): the
+#: lab scenes' own props and floors, more objects built from the same parts (balls in numbers and sizes, sticks in
+#: figures, posts and frames), and whole-frame textures (as texture datasets label surfaces)
+STILLS_CLASSES: tuple[str, ...] = (
+    "ball", "three balls", "water", "court floor", "chair", "bar",
+    "two balls", "ring of balls", "row of balls", "big ball", "egg", "stick", "cross", "triangle", "square frame",
+    "pole", "fence", "ladder", "stool", "table",
+    "noise texture", "blob texture", "striped texture", "tiled texture", "wallpaper texture", "brick texture",
+)
 #: images per class of the pre-training set, and its seed (fixed data, as ImageNet is; not the run's seed)
-STILLS_PER_CLASS = 300
+STILLS_PER_CLASS = 100
 STILLS_SEED = 0
 _WALLS = ("noise", "blobs", "stripes", "tiles", "wallpaper", "bricks", "noise_muted")
+_TEXTURES = {"noise texture": "noise", "blob texture": "blobs", "striped texture": "stripes",
+             "tiled texture": "tiles", "wallpaper texture": "wallpaper", "brick texture": "bricks"}
 
 
 # ---------------------------------------------------------------------------------------------- drawing
@@ -58,16 +67,87 @@ def _chair(rng, x0, ground, h, sg, seat: float = 0.45) -> list[Part]:
             _part(x0, sy, sg * PI / 2, 0.22 * h, 0.022 * h, wood, rng, contrast=0.35)]
 
 
+def _stick(cx, cy, a, length, r, color, rng) -> Part:
+    """A stick of ``length`` pixels centred on ``(cx, cy)`` along direction ``a``."""
+    return _part(cx - 0.5 * length * np.sin(a), cy - 0.5 * length * np.cos(a), a, length, r, color, rng,
+                 contrast=0.35)
+
+
+def _polygon(rng, cx, cy, n, radius, r, color) -> list[Part]:
+    """The ``n`` sides of a regular polygon of circumradius ``radius`` around ``(cx, cy)``, randomly turned."""
+    t0 = rng.uniform(0, 2 * PI)
+    corners = [(cx + radius * np.sin(t0 + 2 * PI * k / n), cy + radius * np.cos(t0 + 2 * PI * k / n))
+               for k in range(n + 1)]
+    return [_part(x0, y0, np.arctan2(x1 - x0, y1 - y0), float(np.hypot(x1 - x0, y1 - y0)), r, color, rng,
+                  contrast=0.35) for (x0, y0), (x1, y1) in zip(corners, corners[1:])]
+
+
+def _balls(rng, centres, r, contrast=0.5) -> list[Part]:
+    return [_part(x, y, rng.uniform(0, 2 * PI), 0.0, r, rand_color(rng, (0, 1), (0.6, 1.0), (0.7, 1.0)), rng,
+                  contrast=contrast) for x, y in centres]
+
+
+def _more_objects(rng, cls: str, H: int, W: int, cx: float, cy: float, ground: float) -> list[Part]:
+    """The parts of the classes beyond the lab scenes' own six (balls in numbers and sizes, sticks, posts)."""
+    col = rand_color(rng, (0, 1), (0.3, 0.9), (0.45, 0.95))
+    thick = rng.uniform(0.018, 0.035) * H
+    if cls == "two balls":
+        a, d, r = rng.uniform(0, PI), rng.uniform(0.12, 0.22) * H, rng.uniform(0.05, 0.1) * H
+        return _balls(rng, [(cx + s * d * np.sin(a), cy + s * d * np.cos(a)) for s in (-1, 1)], r)
+    if cls == "ring of balls":
+        n, rad, t0 = int(rng.integers(6, 9)), rng.uniform(0.2, 0.32) * H, rng.uniform(0, 2 * PI)
+        return _balls(rng, [(cx + rad * np.sin(t0 + 2 * PI * k / n), cy + rad * np.cos(t0 + 2 * PI * k / n))
+                            for k in range(n)], rng.uniform(0.03, 0.05) * H)
+    if cls == "row of balls":
+        n, a, step = int(rng.integers(4, 6)), rng.uniform(0, PI), rng.uniform(0.1, 0.14) * H
+        return _balls(rng, [(cx + (k - (n - 1) / 2) * step * np.sin(a), cy + (k - (n - 1) / 2) * step * np.cos(a))
+                            for k in range(n)], rng.uniform(0.03, 0.05) * H)
+    if cls == "big ball":
+        return _balls(rng, [(cx, cy)], rng.uniform(0.28, 0.4) * H, contrast=0.6)
+    if cls == "egg":
+        a, length = rng.uniform(0, 2 * PI), rng.uniform(0.35, 0.55) * H
+        return [_part(cx - 0.5 * length * np.sin(a), cy - 0.5 * length * np.cos(a), a, length,
+                      rng.uniform(0.3, 0.45) * length, col, rng, shape="ellipse", contrast=0.5)]
+    if cls == "stick":
+        return [_stick(cx, cy, rng.uniform(0, PI), rng.uniform(0.5, 0.85) * H, thick, col, rng)]
+    if cls == "cross":
+        a, length = rng.uniform(0, PI), rng.uniform(0.45, 0.75) * H
+        return [_stick(cx, cy, a, length, thick, col, rng),
+                _stick(cx, cy, a + PI / 2 + rng.uniform(-0.3, 0.3), length, thick, col, rng)]
+    if cls in ("triangle", "square frame"):
+        return _polygon(rng, cx, cy, 3 if cls == "triangle" else 4, rng.uniform(0.25, 0.4) * H, thick, col)
+    top = ground - rng.uniform(0.5, 0.8) * H  # the standing things: posts from the ground up
+    if cls == "pole":
+        return [_part(cx, top, 0.0, ground - top, thick, col, rng, contrast=0.35),
+                _part(cx, top, 0.0, 0.0, 2.2 * thick, col, rng, contrast=0.35)]
+    if cls in ("fence", "ladder"):
+        n_posts, half = (int(rng.integers(4, 7)), rng.uniform(0.3, 0.42) * W) if cls == "fence" else \
+            (2, rng.uniform(0.08, 0.14) * W)
+        xs = np.linspace(cx - half, cx + half, n_posts)
+        rails = rng.uniform(0.15, 0.35, 2) if cls == "fence" else np.linspace(0.1, 0.9, int(rng.integers(4, 7)))
+        return ([_part(x, top, 0.0, ground - top, thick, col, rng, contrast=0.35) for x in xs]
+                + [_part(xs[0], top + f * (ground - top), PI / 2, xs[-1] - xs[0], 0.8 * thick, col, rng,
+                         contrast=0.35) for f in rails])
+    # stool and table: a top on two legs
+    half = rng.uniform(0.12, 0.2) * W if cls == "stool" else rng.uniform(0.25, 0.4) * W
+    height = rng.uniform(0.25, 0.4) * H if cls == "stool" else rng.uniform(0.35, 0.5) * H
+    ty = ground - height
+    return [_part(cx - half, ty, PI / 2, 2 * half, 1.6 * thick, col, rng, contrast=0.35),
+            _part(cx - 0.85 * half, ty, 0.0, height, thick, col, rng, contrast=0.35),
+            _part(cx + 0.85 * half, ty, 0.0, height, thick, col, rng, contrast=0.35)]
+
+
 def _still(rng, cls: str, H: int, W: int) -> np.ndarray:
     """One (H, W, 3) uint8 image of class ``cls``."""
     style = STYLE["lab-ucf" if rng.random() < 0.5 else "lab-hmdb"]
     unit = W / 128.0
-    wall = "water" if cls == "water" and rng.random() < 0.5 else str(rng.choice(_WALLS))
+    texture = _TEXTURES.get(cls)
+    wall = texture or ("water" if cls == "water" and rng.random() < 0.5 else str(rng.choice(_WALLS)))
     bg = background(rng, wall, H, W, unit, style)
     floor = {"water": "water", "court floor": "court"}.get(cls, "noise")
     lo, hi = (0.15, 0.55) if cls in ("water", "court floor") else (0.55, 0.95)
     horizon = int(H * rng.uniform(lo, hi))
-    if cls in ("water", "court floor") or rng.random() < 0.6:
+    if texture is None and (cls in ("water", "court floor") or rng.random() < 0.6):
         bg[horizon:] = background(rng, floor, H, W, unit, style)[horizon:]
     ground = H * rng.uniform(0.85, 0.97)
     cx, cy = W / 2 + rng.uniform(-0.12, 0.12) * W, H / 2 + rng.uniform(-0.12, 0.12) * H
@@ -97,6 +177,8 @@ def _still(rng, cls: str, H: int, W: int) -> np.ndarray:
         parts += [_part(cx - 0.45 * h, by, PI / 2, 0.9 * h, 0.022 * h, metal, rng, contrast=0.35),
                   _part(cx - 0.45 * h, by, 0.0, ground - by, 0.025 * h, metal, rng, contrast=0.35),
                   _part(cx + 0.45 * h, by, 0.0, ground - by, 0.025 * h, metal, rng, contrast=0.35)]
+    elif texture is None and cls not in ("water", "court floor"):
+        parts += _more_objects(rng, cls, H, W, cx, cy, ground)
     atlas = tileable_noise(rng, 64, sigma=max(rng.uniform(1.2, 2.2) * unit, 1.1))
     noise = rng.uniform(*style["noise"])
     sc = Scene(1, H, W, parts, np.ones(1), np.full(1, (W - 1) / 2), np.full(1, (H - 1) / 2), bg, (0.0, 0.0),

@@ -20,7 +20,7 @@ from ..prepare import CacheError, prepare
 from ..video import write_video
 from .classes import DATASETS, FPS, LAB_HMDB_CLASSES, LAB_UCF_CLASSES, class_info, dataset_classes
 from .render import render_clip
-from .specs import SCALES, ClipSpec, check_scale, clip_rng, lab_clip_specs
+from .specs import EXTRA_TEST_SPLIT, SCALES, ClipSpec, check_scale, clip_rng, lab_clip_specs, ucf_test_groups
 
 __all__ = ["LAB_VERSION", "LabVersionError", "make_lab_datasets", "generate_clip", "flow_path", "prepare_lab",
            "lab_main"]
@@ -81,13 +81,6 @@ def _remove_temps(d: Path) -> int:
     return n
 
 
-def _ucf_test_groups(n_groups: int, split: int) -> range:
-    b = max(1, round(7 * n_groups / 25))
-    if 3 * b > n_groups - 1:
-        b = max(1, (n_groups - 1) // 3)
-    return range((split - 1) * b + 1, split * b + 1)
-
-
 def _write_splits(root: Path, dataset: str, specs: list[ClipSpec], scale: str, seed: int) -> None:
     if dataset == "lab-ucf":
         d = root / "lab-ucf" / "ucfTrainTestlist"
@@ -95,23 +88,25 @@ def _write_splits(root: Path, dataset: str, specs: list[ClipSpec], scale: str, s
         idx = {c: i + 1 for i, c in enumerate(classes)}
         atomic_write_text(d / "classInd.txt", "".join(f"{i} {c}\n" for c, i in idx.items()))
         G = SCALES[scale]["ucf_groups"]
-        for k in (1, 2, 3):
-            test_g = set(_ucf_test_groups(G, k))
-            train = [f"{s.rel} {idx[s.cls]}\n" for s in specs if s.index[0] not in test_g]
-            test = [f"{s.rel}\n" for s in specs if s.index[0] in test_g]
+        for k in (1, 2, 3):  # a test-only clip is in split EXTRA_TEST_SPLIT's test list and in no other list
+            test_g = set(ucf_test_groups(G, k))
+            train = [f"{s.rel} {idx[s.cls]}\n" for s in specs if s.index[0] not in test_g and not s.test_only]
+            test = [f"{s.rel}\n" for s in specs if s.index[0] in test_g and (k == EXTRA_TEST_SPLIT or not s.test_only)]
             atomic_write_text(d / f"trainlist0{k}.txt", "".join(train))
             atomic_write_text(d / f"testlist0{k}.txt", "".join(test))
     else:
         d = root / "lab-hmdb" / "testTrainMulti_7030_splits"
         for cls in sorted(LAB_HMDB_CLASSES):
-            cs = [s for s in specs if s.cls == cls]
+            cs = [s for s in specs if s.cls == cls and not s.test_only]
+            extra = [s for s in specs if s.cls == cls and s.test_only]
             n_test = len(cs) - SCALES[scale]["hmdb_train"]  # few training clips per class, HMDB-51's size
             for k in (1, 2, 3):
                 perm = clip_rng(seed, dataset, cls, "split", k).permutation(len(cs))
                 ids = np.ones(len(cs), int)
                 ids[perm[:n_test]] = 2
+                ids = list(ids) + [2 if k == EXTRA_TEST_SPLIT else 0] * len(extra)  # 0: unused, as HMDB-51 marks
                 atomic_write_text(d / f"{cls}_test_split{k}.txt",
-                             "".join(f"{s.name}.avi {i}\n" for s, i in zip(cs, ids)))
+                                  "".join(f"{s.name}.avi {i}\n" for s, i in zip(cs + extra, ids)))
 
 
 def _job(args):
