@@ -3,11 +3,13 @@
 The paper's spatial net is pre-trained on ImageNet (ILSVRC-2012) and then fine-tuned on UCF-101, or only its last
 layer is retrained; both beat training from scratch (Table 1a). ImageNet is *generic objects and scenes*, its
 labels are not the target actions, and it holds no motion. :func:`make_stills` models that for the lab: single
-images (no temporal information) of objects and scenes drawn with the lab renderer's own public primitives
-(:mod:`twostream_lib.lab.render`: textured backgrounds, water and court floors, balls, a chair, a bar), with random
-backgrounds, colours, positions and scales, framed on the object (objects are larger than in the lab videos, as
-ImageNet photos are framed on their object). Its labels (:data:`STILLS_CLASSES`) are
-object/scene names, none of them an action class of lab-ucf or lab-hmdb. There are no human figures: labels of
+images (no temporal information) of objects, scenes and textures drawn with the lab renderer's own public
+primitives (:mod:`twostream_lib.lab.render`: textured backgrounds, water and court floors, capsules, discs and
+ellipses), with random backgrounds, colours, positions and scales, framed on the object (objects are larger than in
+the lab videos, as ImageNet photos are framed on their object). Like ImageNet it has breadth: its labels
+(:data:`STILLS_CLASSES`) name the props and floors of the lab's scenes, more objects built from the same parts, and
+whole-frame textures, none of them an action class of lab-ucf or lab-hmdb (a net whose frozen features must serve a
+new classifier, Table 1a's last-layer row, needs features that general). There are no human figures: labels of
 figures in poses (arms up, seated, ...) would name the very postures that define the lab's action classes, handing
 the spatial net part of the answer, and ImageNet has no such labels either.
 
@@ -87,10 +89,8 @@ def _balls(rng, centres, r, contrast=0.5) -> list[Part]:
                   contrast=contrast) for x, y in centres]
 
 
-def _more_objects(rng, cls: str, H: int, W: int, cx: float, cy: float, ground: float) -> list[Part]:
-    """The parts of the classes beyond the lab scenes' own six (balls in numbers and sizes, sticks, posts)."""
-    col = rand_color(rng, (0, 1), (0.3, 0.9), (0.45, 0.95))
-    thick = rng.uniform(0.018, 0.035) * H
+def _ball_groups(rng, cls: str, H: int, cx: float, cy: float, col) -> list[Part]:
+    """Balls in numbers and sizes, and the egg."""
     if cls == "two balls":
         a, d, r = rng.uniform(0, PI), rng.uniform(0.12, 0.22) * H, rng.uniform(0.05, 0.1) * H
         return _balls(rng, [(cx + s * d * np.sin(a), cy + s * d * np.cos(a)) for s in (-1, 1)], r)
@@ -104,19 +104,26 @@ def _more_objects(rng, cls: str, H: int, W: int, cx: float, cy: float, ground: f
                             for k in range(n)], rng.uniform(0.03, 0.05) * H)
     if cls == "big ball":
         return _balls(rng, [(cx, cy)], rng.uniform(0.28, 0.4) * H, contrast=0.6)
-    if cls == "egg":
-        a, length = rng.uniform(0, 2 * PI), rng.uniform(0.35, 0.55) * H
-        return [_part(cx - 0.5 * length * np.sin(a), cy - 0.5 * length * np.cos(a), a, length,
-                      rng.uniform(0.3, 0.45) * length, col, rng, shape="ellipse", contrast=0.5)]
+    a, length = rng.uniform(0, 2 * PI), rng.uniform(0.35, 0.55) * H  # the egg
+    return [_part(cx - 0.5 * length * np.sin(a), cy - 0.5 * length * np.cos(a), a, length,
+                  rng.uniform(0.3, 0.45) * length, col, rng, shape="ellipse", contrast=0.5)]
+
+
+def _stick_figures(rng, cls: str, H: int, cx: float, cy: float, col, thick: float) -> list[Part]:
+    """A stick, a cross, a triangle, a square frame."""
     if cls == "stick":
         return [_stick(cx, cy, rng.uniform(0, PI), rng.uniform(0.5, 0.85) * H, thick, col, rng)]
     if cls == "cross":
         a, length = rng.uniform(0, PI), rng.uniform(0.45, 0.75) * H
         return [_stick(cx, cy, a, length, thick, col, rng),
                 _stick(cx, cy, a + PI / 2 + rng.uniform(-0.3, 0.3), length, thick, col, rng)]
-    if cls in ("triangle", "square frame"):
-        return _polygon(rng, cx, cy, 3 if cls == "triangle" else 4, rng.uniform(0.25, 0.4) * H, thick, col)
-    top = ground - rng.uniform(0.5, 0.8) * H  # the standing things: posts from the ground up
+    return _polygon(rng, cx, cy, 3 if cls == "triangle" else 4, rng.uniform(0.25, 0.4) * H, thick, col)
+
+
+def _standing(rng, cls: str, H: int, W: int, cx: float, ground: float, col, thick: float) -> list[Part]:
+    """Things that stand on the ground: a pole, a fence, a ladder (posts and rails), a stool, a table (a top on
+    two legs)."""
+    top = ground - rng.uniform(0.5, 0.8) * H
     if cls == "pole":
         return [_part(cx, top, 0.0, ground - top, thick, col, rng, contrast=0.35),
                 _part(cx, top, 0.0, 0.0, 2.2 * thick, col, rng, contrast=0.35)]
@@ -128,13 +135,23 @@ def _more_objects(rng, cls: str, H: int, W: int, cx: float, cy: float, ground: f
         return ([_part(x, top, 0.0, ground - top, thick, col, rng, contrast=0.35) for x in xs]
                 + [_part(xs[0], top + f * (ground - top), PI / 2, xs[-1] - xs[0], 0.8 * thick, col, rng,
                          contrast=0.35) for f in rails])
-    # stool and table: a top on two legs
     half = rng.uniform(0.12, 0.2) * W if cls == "stool" else rng.uniform(0.25, 0.4) * W
     height = rng.uniform(0.25, 0.4) * H if cls == "stool" else rng.uniform(0.35, 0.5) * H
     ty = ground - height
     return [_part(cx - half, ty, PI / 2, 2 * half, 1.6 * thick, col, rng, contrast=0.35),
             _part(cx - 0.85 * half, ty, 0.0, height, thick, col, rng, contrast=0.35),
             _part(cx + 0.85 * half, ty, 0.0, height, thick, col, rng, contrast=0.35)]
+
+
+def _more_objects(rng, cls: str, H: int, W: int, cx: float, cy: float, ground: float) -> list[Part]:
+    """The parts of the classes beyond the lab scenes' own six."""
+    col = rand_color(rng, (0, 1), (0.3, 0.9), (0.45, 0.95))
+    thick = rng.uniform(0.018, 0.035) * H
+    if cls in ("two balls", "ring of balls", "row of balls", "big ball", "egg"):
+        return _ball_groups(rng, cls, H, cx, cy, col)
+    if cls in ("stick", "cross", "triangle", "square frame"):
+        return _stick_figures(rng, cls, H, cx, cy, col, thick)
+    return _standing(rng, cls, H, W, cx, ground, col, thick)
 
 
 def _still(rng, cls: str, H: int, W: int) -> np.ndarray:
