@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 EXECUTE ?=
 SCRATCH ?= /tmp/scratchbook
 
-.PHONY: jupyter kernel-user setup system book book-html vendor notebook-test chapters-test execute browser-check book-selftest test unit-test lab bench gpu-check test-real-branch test-gpu-profile seeds clean help
+.PHONY: jupyter kernel-user setup system book book-html vendor notebook-test chapters-test execute browser-check book-selftest test unit-test lab bench gpu-check test-real-branch test-gpu-profile seeds solutions clean help
 
 help:
 	@sed -n '1,5p' Makefile
@@ -136,6 +136,14 @@ SEEDS ?= 1 2
 seeds: $(STAMP)
 	$(MAKE) --no-print-directory lab SCALE=small
 	$(PY) tools/lanes.py seeds --seeds $(SEEDS)
+
+# solutions: the exercises that train runs (chapters 3-5) or score for minutes (chapters 6, 7), solved by
+# tools/solutions.py outside CI (about 45 min on 2 cores): their numbers go to book/solutions/<chapter>.json,
+# which the chapters glue into the solutions' text. Re-run it when the chapters' runs change, then `make execute`.
+SOLUTION_CHAPTERS ?=
+solutions: $(STAMP)
+	$(MAKE) --no-print-directory lab SCALE=small
+	$(PY) tools/solutions.py $(if $(SOLUTION_CHAPTERS),--chapters $(SOLUTION_CHAPTERS))
 
 clean:
 	rm -rf _build .pytest_cache

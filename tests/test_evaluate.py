@@ -339,22 +339,18 @@ def test_cached_scores_reuse_only_the_same_checkpoint_and_protocol(tmp_path, mon
     assert len(calls) == 4
 
 
-def test_the_split_check_of_cached_scores_reads_the_split_files(lab_root_tiny, tmp_path):
-    """``_subset_video_ids`` reads the checkpoint's dataset, root and split: the ids the test list holds now."""
+def test_the_split_check_of_cached_scores_reads_the_split_files(lab_root_tiny):
+    """``_subset_video_ids`` reads the dataset, root and split a score file's meta records: the ids the test list
+    holds now; a file that records none, or a root that is gone, is stale (``None``)."""
     import twostream_lib.evaluate as ev
-    from twostream_lib.checkpoint import save_checkpoint
-    from dataclasses import asdict
-
-    from twostream_lib.config import load_config
 
     root = lab_root_tiny / "lab-ucf"
-    cfg = load_config(REPO / "configs/lab_spatial.yaml", [f"roots=[{root}]", "device=cpu"])
-    ckpt = tmp_path / "best.pt"
-    save_checkpoint(ckpt, {"model": {}, "config": asdict(cfg), "cwd": str(REPO)})
     want = [ln.strip().split("/")[-1] for ln in
             (root / "ucfTrainTestlist" / "testlist01.txt").read_text().splitlines() if ln.strip()]
-    got = ev._subset_video_ids(ckpt, "test")
+    got = ev._subset_video_ids({"dataset": "lab-ucf", "root": str(root), "split": 1}, "test")
     assert [g.split("/")[-1] for g in got] == want
+    assert ev._subset_video_ids({"checkpoint": "best.pt"}, "test") is None
+    assert ev._subset_video_ids({"dataset": "lab-ucf", "root": str(root / "gone"), "split": 1}, "test") is None
 
 
 @pytest.mark.slow

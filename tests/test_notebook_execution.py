@@ -60,6 +60,22 @@ def test_cell_timeout_follows_the_longest_recorded_cell(tmp_path):
         assert nbexec.recorded_seconds(nbformat.read(str(chapter), as_version=4)), chapter.name
 
 
+@pytest.mark.parametrize("name", ["03_spatial", "04_temporal", "05_multitask"])
+def test_committed_chapters_record_the_execution_that_trained_their_runs(name):
+    """A chapter's per-cell timeout follows its committed execution: executed with its runs reused, its cells
+    record seconds, and a fresh clone, which trains every run, would time out. The committed execution must be the
+    one whose time the scorecard keeps (book/scorecard/timings.json: the execution that reused the fewest runs)."""
+    import json
+
+    nb = nbformat.read(str(ROOT / "book" / f"{name}.ipynb"), as_version=4)
+    cells = sum(nbexec.recorded_seconds(nb).values())
+    chapter = json.loads((ROOT / "book" / "scorecard" / "timings.json").read_text())[name]["seconds"]
+    assert cells >= 0.8 * chapter, (
+        f"book/{name}.ipynb records {cells:.0f} s of cells, its recorded execution took {chapter:.0f} s: it was "
+        f"executed with its runs reused, so its per-cell timeout ({nbexec.cell_timeout(nb)} s) is too short for a "
+        f"fresh clone; execute it from scratch (move runs/small away, then make execute)")
+
+
 def test_nbexec_names_the_stalled_cell_and_shuts_the_kernel_down(tmp_path, short_timeouts):
     path = stall_notebook(tmp_path / "stall.ipynb")
     t0 = time.perf_counter()

@@ -62,6 +62,14 @@ def test_a_number_in_the_chapters_code_is_a_setting():
     assert [f.text for f in found] == ["17"]
 
 
+def test_a_number_in_a_solutions_code_block_is_a_setting_but_not_in_its_output():
+    md = ("````{solution} ex-1\n:class: dropdown\n\n```python\ntrain(cfg, ['max_iters=3000'])\n```\n\n"
+          "```text\naccuracy 71.3\n```\n\nThe run of 3000 iterations scores 71.3%.\n````")
+    nb = {"cells": [{"cell_type": "markdown", "source": [md]}]}
+    allowed = prose_rule.code_numbers(nb) | SETTINGS
+    assert [f.text for f in prose_rule.check_markdown(md, allowed)] == ["71.3"]
+
+
 def test_reviewed_sentences_are_still_in_the_book():
     """A reviewed general sentence that no chapter holds any more is a stale entry."""
     text = " ".join(" ".join("".join(c["source"]).split()) for p in NOTEBOOKS

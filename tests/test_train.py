@@ -425,6 +425,8 @@ def test_run_config_names_data_and_runs_for_lab_and_real_data(tmp_path):
     assert real.roots == [str(tmp_path / "d/ucf101"), str(tmp_path / "d/hmdb51")]
     assert real.caches == [str(tmp_path / "d/cache/ucf101-tvl1"), str(tmp_path / "d/cache/hmdb51-tvl1")]
     assert real.out_dir == str(tmp_path / "r/multitask_temporal_split2_seed3")
+    q75 = run_config("lab_temporal", [f"caches=[{tmp_path / 'q75'}]"], variant="q75", data_dir=tmp_path / "d")
+    assert q75.caches == [str(tmp_path / "q75")] and q75.roots == [str(tmp_path / "d/lab/small/lab-ucf")]
 
 
 def test_every_config_file_names_its_run_folder_by_the_rule():

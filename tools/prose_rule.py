@@ -98,9 +98,17 @@ def _numbers_in(text: str) -> set[str]:
     return out
 
 
+#: a fenced block of code (not of output) in markdown: an exercise's solution shows the code that ran it
+CODE_FENCE = re.compile(r"^(`{3,})(?:python|bash)\s*$(.*?)^\1", re.S | re.M)
+
+
 def code_numbers(nb: dict) -> set[str]:
-    """Every number written in the notebook's code cells (settings, the paper's numbers as constants)."""
-    return _numbers_in("\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"))
+    """Every number written in the notebook's code: its code cells and the ``python`` / ``bash`` blocks of its
+    markdown (settings, the paper's numbers as constants)."""
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    code += [m.group(2) for c in nb["cells"] if c["cell_type"] == "markdown"
+             for m in CODE_FENCE.finditer("".join(c["source"]))]
+    return _numbers_in("\n".join(code))
 
 
 def setting_numbers() -> set[str]:

@@ -34,6 +34,7 @@ trains only the rows it trains on a CPU, and its plan lists every run before any
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -50,12 +51,13 @@ from .config import CONFIG_DIR, TrainConfig, command_line, dataset_paths, load_c
 from .errors import UserError
 from .evaluate import cached_scores
 from .lab import prepare_lab
+from .metrics import compared
 from .protocol import TEST_CROPS, TEST_FRAMES
 from .runtime import resolve_device
-from .splits import load_split
+from .splits import OFFICIAL_CLASSES, load_split
 from .train import changed_settings, finished_run, measure_step
 
-__all__ = ["Profile", "PROFILES", "Chapter", "PlanOnly"]
+__all__ = ["Profile", "PROFILES", "Chapter", "PlanOnly", "SOLUTIONS_DIR"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ PROFILES = {
 _SCHEDULE_KEYS = ("max_iters", "val_every", "ckpt_every", "log_every")
 #: seconds a chapter's set-up waits for another chapter (or ``make lab``) making or preparing the same lab data
 LAB_WAIT = 3 * 3600
+#: the computed solutions of the exercises too long for a chapter's execution (``make solutions``), a JSON file each
+SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "book" / "solutions"
 
 
 class PlanOnly(RuntimeError):
@@ -98,7 +102,7 @@ def _class_counts(cfg: TrainConfig) -> list[int]:
         try:
             counts.append(len(load_split(name, root, cfg.split, check_files=False).classes))
         except (UserError, OSError):
-            counts.append({"ucf101": 101, "hmdb51": 51}.get(name, 10))
+            counts.append(OFFICIAL_CLASSES.get(name, 10))  # a plan's timing only: the head's size barely matters
     return [sum(counts)] if cfg.heads == "shared" else counts
 
 
@@ -305,6 +309,39 @@ class Chapter:
         suffix = (f"_task{task}" if task else "") + (f"_{tag}" if tag else "")
         out = Path(ckpt).parent / f"{subset}_scores_{frames}x{crops}{suffix}.npz"
         return cached_scores(ckpt, out, subset=subset, frames=frames, crops=crops, task=task, device=self.device)
+
+    def solutions(self, base: dict[str, float], where: str | os.PathLike = SOLUTIONS_DIR) -> dict:
+        """The computed solutions of this chapter's exercises too long for its execution (they train runs, or score
+        them for minutes), from ``where/<name>.json`` (written by ``make solutions``, ``tools/solutions.py``):
+        ``dict(values={name: number}, same_runs=bool, note=str)``.
+        For each paired difference in the file (``<name>_gap`` and ``<name>_se``, in points) ``values[<name>]`` reads
+        it (:func:`twostream_lib.metrics.compared`: ``"ahead of"``, ``"behind"``, ``"within two standard errors
+        of"``), so a solution's verdict is glued as its numbers are.
+
+        ``base`` holds the accuracies of this execution's runs that the solutions compare with, keyed as the file
+        keys them: ``same_runs`` says whether the file was computed against these very runs, and ``note`` says so
+        in a sentence for the page (or, when not, that its numbers come from other runs, and how to recompute
+        them). A missing file raises :class:`~twostream_lib.errors.UserError`."""
+        path = Path(where) / f"{self.name}.json"
+        if not path.is_file():
+            raise UserError(f"{path}: no computed solutions for {self.name}; run `make solutions` to compute them")
+        doc = json.loads(path.read_text())
+        theirs = doc.get("base", {})
+        same = set(theirs) == set(base) and all(abs(theirs[k] - float(v)) < 1e-9 for k, v in base.items())
+        ran = f"`make solutions` (`tools/solutions.py`, on {doc['machine']})"
+        if not base:
+            note = f"The numbers of these solutions were computed by {ran}."
+        elif same:
+            note = f"The numbers of these solutions were computed by {ran} against the runs this page shows."
+        else:
+            shown = ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in base.items())
+            was = ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in theirs.items())
+            note = (f"The numbers of these solutions were computed by {ran} against other runs than this page's "
+                    f"(theirs: {was}; this page's: {shown}); run `make solutions` to compute them for yours.")
+        values = dict(doc["values"])
+        for key in [k[:-4] for k in values if k.endswith("_gap") and k[:-4] + "_se" in values]:
+            values[key] = compared(values[key + "_gap"], values[key + "_se"])  # "ahead of", "behind", ...
+        return {"values": values, "same_runs": same, "note": note}
 
     def claim(self, id: str, claim: str, paper: float | None, lab: float, se: float | None, holds: bool) -> bool:
         """Record what this chapter measured for one claim of the paper (see :mod:`twostream_lib.scorecard`);

@@ -540,9 +540,9 @@ def run_config(base: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
                data_dir: str | os.PathLike = "data", scale: str = "small", runs_dir: str | os.PathLike = "runs",
                flow: str | None = None, resume: bool = True) -> TrainConfig:
     """Config ``base`` (``configs/<base>.yaml``, or a path) with ``overrides``, its datasets' roots and caches at
-    :func:`dataset_paths`, and its ``out_dir`` at :func:`run_folder` (``variant`` names a run whose settings
-    differ from the file's): the one place that names a run's data and folder, for the lab and the real datasets
-    alike.
+    :func:`dataset_paths` (unless ``overrides`` name them: ``caches=[...]``, a cache of other settings), and its
+    ``out_dir`` at :func:`run_folder` (``variant`` names a run whose settings differ from the file's): the one place
+    that names a run's data and folder, for the lab and the real datasets alike.
 
     With ``resume`` (the default) a finished run with the same settings is reused as it is — chapters that share a
     run (e.g. the spatial net of chapter 3 in chapter 6) train it once, and so is a run the command line trained
@@ -556,10 +556,10 @@ def run_config(base: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     name = path.stem
     out_dir = run_folder(name, variant, scale=scale if lab else None, split=cfg.split, seed=cfg.seed,
                          runs_dir=runs_dir)
-    return apply_overrides(cfg, [f"roots=[{','.join(str(r) for r, _ in paths)}]",
-                                 f"caches=[{','.join(str(c) for _, c in paths)}]",
-                                 f"out_dir={out_dir}", f"resume={str(resume).lower()}",
-                                 f"name={out_dir.name}"],
+    given = {o.split("=", 1)[0].strip() for o in overrides}  # roots/caches named in overrides are kept
+    data = {"roots": [r for r, _ in paths], "caches": [c for _, c in paths]}
+    data = [f"{k}=[{','.join(map(str, v))}]" for k, v in data.items() if k not in given]
+    return apply_overrides(cfg, [*data, f"out_dir={out_dir}", f"resume={str(resume).lower()}", f"name={out_dir.name}"],
                            source=f"run_config({path.name})").validate(f"run_config({path.name})")
 
 

@@ -250,11 +250,16 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, subset: str = "test", out:
     return result
 
 
-def _subset_video_ids(ckpt_path, subset: str, task: int = 0, root: str | None = None) -> list[str]:
-    """The ids of the videos that the split files list now for ``subset``, for the checkpoint's dataset and split."""
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    cfg = config_from_dict(anchor_paths(ckpt["config"], ckpt.get("cwd")), source=f"{ckpt_path} (config)")
-    split = load_split(cfg.datasets[task], root or cfg.roots[task], cfg.split)
+def _subset_video_ids(meta: dict, subset: str) -> list[str] | None:
+    """The ids of the videos that the split files list now for ``subset``, for the dataset, root and split that a
+    score file's ``meta`` records (what it was scored on); ``None`` when it records none, or they can't be read
+    (the file is then treated as stale, and the evaluation says what is wrong)."""
+    if not all(k in meta for k in ("dataset", "root", "split")):
+        return None
+    try:
+        split = load_split(meta["dataset"], meta["root"], int(meta["split"]))
+    except (UserError, OSError):
+        return None
     return [v for v, _ in items_for(split, subset)]
 
 
@@ -281,7 +286,7 @@ def cached_scores(ckpt_path: str | os.PathLike, out: str | os.PathLike, subset: 
         except ScoreFileError:
             s = None  # unreadable: evaluate again and overwrite it
         if (s is not None and all(s["meta"].get(k) == v for k, v in want.items())
-                and list(s["video_ids"]) == _subset_video_ids(ckpt_path, subset, task, kwargs.get("root"))):
+                and list(s["video_ids"]) == _subset_video_ids(s["meta"], subset)):
             r = summarize(s["scores"], s["labels"], len(s["classes"]))
             r.update(scores=s["scores"], labels=s["labels"], video_ids=s["video_ids"], classes=s["classes"],
                      out=str(out))

@@ -37,6 +37,7 @@ __all__ = [
     "UCF101_VIDEOS",
     "UCF101_MEAN_FRAMES",
     "HMDB51_VIDEOS",
+    "OFFICIAL_CLASSES",
     "HMDB_SPLIT_DIR",
     "UCF_LIST_DIR",
     "UCF_VIDEO_DIR",
@@ -50,6 +51,8 @@ DATASETS = ("ucf101", "hmdb51", "lab-ucf", "lab-hmdb")
 UCF101_VIDEOS, UCF101_MEAN_FRAMES = 13_320, 180
 #: HMDB-51's size (Kuehne et al. 2011): 6,766 clips of 51 classes
 HMDB51_VIDEOS = 6_766
+#: the real datasets' class counts (their ``classInd.txt`` / split files list as many)
+OFFICIAL_CLASSES = {"ucf101": 101, "hmdb51": 51}
 
 
 class SplitError(UserError, ValueError):
