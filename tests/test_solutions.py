@@ -20,7 +20,7 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 
 
 def write(folder: Path, base: dict, values: dict) -> None:
-    doc = {"chapter": "x", "seconds": 600, "machine": "test", "base": base, "values": values}
+    doc = {"chapter": "x", "machine": "test", "base": base, "values": values}
     (folder / "x.json").write_text(json.dumps(doc))
 
 

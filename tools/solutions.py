@@ -329,7 +329,6 @@ def machine() -> str:
 
 def solve(name: str) -> Path:
     """Solve chapter ``name``'s training exercises; returns the JSON file written."""
-    t0 = time.time()
     ch = Chapter(name, data_dir=REPO / "data", runs_dir=REPO / "runs", scorecard_dir=REPO / "book" / "scorecard")
     values, base = CHAPTERS[name](ch)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
@@ -337,7 +336,7 @@ def solve(name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"chapter": name, "computed_by": "tools/solutions.py (make solutions)", "commit": commit.strip(),
            "machine": machine(),
-           "seconds": round(time.time() - t0), "base": {k: float(x) for k, x in base.items()},
+           "base": {k: float(x) for k, x in base.items()},
            "values": {k: (float(x) if isinstance(x, (float, np.floating)) else x) for k, x in values.items()}}
     out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return out
