@@ -1,4 +1,4 @@
-"""The computed solutions of the exercises that train runs: too long for the book's CI, run once by this script.
+"""The computed solutions of the exercises too long for the book's CI (they train runs, or score them for minutes).
 
     .venv/bin/python tools/solutions.py                      # make solutions (about 45 min on 2 CPU cores)
     .venv/bin/python tools/solutions.py --chapters 04_temporal
