@@ -222,10 +222,11 @@ def ch05_weighted(ch: Chapter, c4, s1: dict, s4: dict) -> dict:
     """Exercise 4: the target's loss weighted by 2 (row 4's settings and initial weights, in a folder of its own)."""
     c4w = replace(c4, out_dir=str(Path(c4.out_dir).with_name(Path(c4.out_dir).name + "_target_x2")),
                   name=c4.name + "_target_x2")
+    data = build_datasets(c4w)
     torch.manual_seed(c4w.seed)  # the same initial weights as row 4
-    net = build_model_for(c4w, build_datasets(c4w).num_classes)
+    net = build_model_for(c4w, data.num_classes)
     weight_head(net, 0, 2.0)
-    s4w = ch.scores(train(c4w, progress=False, model=net)["best_checkpoint"], **VIEW)
+    s4w = ch.scores(train(c4w, progress=False, data=data, model=net)["best_checkpoint"], **VIEW)
     return dict(ex4_acc=100 * s4w["accuracy"], ex4_row4=100 * s4["accuracy"], ex4_row1=100 * s1["accuracy"],
                 **paired(s4w, s4, "ex4_vs_row4"), **paired(s4w, s1, "ex4_vs_row1"))
 

@@ -557,8 +557,8 @@ def run_config(base: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     out_dir = run_folder(name, variant, scale=scale if lab else None, split=cfg.split, seed=cfg.seed,
                          runs_dir=runs_dir)
     given = {o.split("=", 1)[0].strip() for o in overrides}  # roots/caches named in overrides are kept
-    data = {"roots": [r for r, _ in paths], "caches": [c for _, c in paths]}
-    data = [f"{k}=[{','.join(map(str, v))}]" for k, v in data.items() if k not in given]
+    found = {"roots": [r for r, _ in paths], "caches": [c for _, c in paths]}
+    data = [f"{k}=[{','.join(map(str, v))}]" for k, v in found.items() if k not in given]
     return apply_overrides(cfg, [*data, f"out_dir={out_dir}", f"resume={str(resume).lower()}", f"name={out_dir.name}"],
                            source=f"run_config({path.name})").validate(f"run_config({path.name})")
 
